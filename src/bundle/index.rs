@@ -1,0 +1,222 @@
+//! The bundle index (`archpack-index.json`): archpack's own metadata, first member of
+//! every bundle. The signature covers exactly these bytes. See bundle-format/SPEC.md.
+
+use crate::digest::Digest;
+use crate::platform::Platform;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const INDEX_MEMBER: &str = "archpack-index.json";
+pub const SIGNATURE_MEMBER: &str = "archpack-index.json.minisig";
+/// The format this archpack writes. Readers accept the same major and any minor.
+pub const FORMAT_MAJOR: u32 = 1;
+pub const FORMAT_MINOR: u32 = 0;
+pub const FORMAT_PREFIX: &str = "archpack-bundle/";
+/// Indexes above this are refused before parsing.
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+/// A minisign signature file is well under 1 KiB; anything larger is refused.
+pub const MAX_SIGNATURE_BYTES: u64 = 16 << 10;
+
+pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleIndex {
+    /// `archpack-bundle/MAJOR.MINOR`.
+    pub format: String,
+    pub name: String,
+    /// RFC 3339 UTC; from SOURCE_DATE_EPOCH when set.
+    pub created: String,
+    /// The tool that wrote it, e.g. `archpack 0.1.0`.
+    pub tool: String,
+    pub compression: CompressionInfo,
+    pub images: Vec<ImageEntry>,
+    /// Every member after the index and its signature, in file order.
+    pub members: Vec<Member>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose: Option<ComposeFiles>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CompressionInfo {
+    pub algorithm: String,
+    pub level: i32,
+}
+
+/// One logical image (`svc:v1.0`) and its platforms.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageEntry {
+    pub name: String,
+    /// The OCI image index blob for this image.
+    pub index: Digest,
+    pub platforms: Vec<PlatformEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformEntry {
+    pub platform: Platform,
+    /// Tags the image had where it was packed from (`svc:v1.0-arm64`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_tags: Vec<String>,
+    pub manifest: Digest,
+    /// Config blob digest = the image ID an engine will report.
+    pub config: Digest,
+    /// Layer blob digests in manifest order (bottom first).
+    pub layers: Vec<Digest>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemberKind {
+    Layer,
+    Config,
+    Manifest,
+    ImageIndex,
+    OciLayout,
+    OciIndex,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub name: String,
+    pub kind: MemberKind,
+    /// Byte offset of the member's data in the file (its tar header is 512 bytes before).
+    pub offset: u64,
+    pub size: u64,
+    pub digest: Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncompressed_size: Option<u64>,
+}
+
+/// The compose template and per-platform overrides, as text (YAML).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ComposeFiles {
+    pub template: String,
+    /// Platform string (`linux/arm64/v8`) → override text.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl BundleIndex {
+    pub fn format_string() -> String {
+        format!("{FORMAT_PREFIX}{FORMAT_MAJOR}.{FORMAT_MINOR}")
+    }
+
+    /// (major, minor) of this index's format, if it names one.
+    pub fn format_version(&self) -> Option<(u32, u32)> {
+        let v = self.format.strip_prefix(FORMAT_PREFIX)?;
+        let (major, minor) = v.split_once('.')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    }
+
+    pub fn member_by_digest(&self, digest: &Digest) -> Option<&Member> {
+        self.members.iter().find(|m| m.digest == *digest)
+    }
+
+    pub fn image(&self, name: &str) -> Option<&ImageEntry> {
+        self.images.iter().find(|i| i.name == name)
+    }
+
+    /// Every distinct platform in the bundle, sorted.
+    pub fn platforms(&self) -> Vec<Platform> {
+        let mut all: Vec<Platform> = self
+            .images
+            .iter()
+            .flat_map(|i| i.platforms.iter().map(|p| p.platform.clone()))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Blob digests one platform entry needs: config, manifest and layers.
+    pub fn blobs_of(entry: &PlatformEntry) -> impl Iterator<Item = &Digest> {
+        std::iter::once(&entry.config)
+            .chain(std::iter::once(&entry.manifest))
+            .chain(entry.layers.iter())
+    }
+}
+
+/// RFC 3339 UTC timestamp for a Unix time, without a date crate.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
+
+/// Sizes for `inspect`: what each platform entry needs, and what dedup saved.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SizeSummary {
+    /// Bytes of members stored once but used by more than one image/platform.
+    pub shared_bytes: u64,
+    /// Bytes a bundle without deduplication would have stored on top.
+    pub saved_bytes: u64,
+}
+
+impl BundleIndex {
+    /// Stored bytes one platform entry needs (config, manifest, layers).
+    pub fn entry_bytes(&self, entry: &PlatformEntry) -> u64 {
+        BundleIndex::blobs_of(entry)
+            .filter_map(|d| self.member_by_digest(d))
+            .map(|m| m.size)
+            .sum()
+    }
+
+    pub fn size_summary(&self) -> SizeSummary {
+        let mut uses: std::collections::HashMap<&Digest, u64> = Default::default();
+        for image in &self.images {
+            for p in &image.platforms {
+                for l in &p.layers {
+                    *uses.entry(l).or_default() += 1;
+                }
+            }
+        }
+        let mut s = SizeSummary::default();
+        for (digest, n) in uses {
+            let size = self.member_by_digest(digest).map_or(0, |m| m.size);
+            if n > 1 {
+                s.shared_bytes += size;
+                s.saved_bytes += size * (n - 1);
+            }
+        }
+        s
+    }
+}

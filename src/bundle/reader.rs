@@ -1,0 +1,361 @@
+//! Opening and verifying bundles. `open` reads only the index and signature (the
+//! front region); members are then reached by the offsets the index records, so a
+//! reader touches only the bytes it needs.
+
+use super::index::*;
+use super::tarfmt::{self, member_span, BLOCK};
+use super::BundleError;
+use crate::digest::{Digest, HashingReader};
+use crate::progress::Progress;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct BundleReader {
+    file: File,
+    pub path: PathBuf,
+    pub index: BundleIndex,
+    /// The index member's exact bytes: what the signature covers.
+    pub index_bytes: Vec<u8>,
+    /// The signature member's bytes (minisign format), if the bundle is signed.
+    pub signature: Option<Vec<u8>>,
+    pub file_len: u64,
+    bytes_read: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub members: usize,
+    pub bytes: u64,
+}
+
+impl BundleReader {
+    pub fn open(path: &Path) -> Result<BundleReader, BundleError> {
+        let io_err = |error: io::Error| BundleError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        let file_len = file.metadata().map_err(io_err)?.len();
+        let mut reader = BundleReader {
+            file,
+            path: path.to_path_buf(),
+            index: BundleIndex {
+                format: String::new(),
+                name: String::new(),
+                created: String::new(),
+                tool: String::new(),
+                compression: CompressionInfo {
+                    algorithm: String::new(),
+                    level: 0,
+                },
+                images: Vec::new(),
+                members: Vec::new(),
+                compose: None,
+            },
+            index_bytes: Vec::new(),
+            signature: None,
+            file_len,
+            bytes_read: AtomicU64::new(0),
+        };
+        let not_bundle = |detail: String| BundleError::NotABundle {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if file_len < BLOCK {
+            return Err(not_bundle(format!(
+                "{file_len} bytes, too short for a tar archive"
+            )));
+        }
+        let first = reader.header_at(0).map_err(|e| {
+            not_bundle(format!(
+                "the first tar header is unreadable ({e}); is this an archpack bundle?"
+            ))
+        })?;
+        if first.name != INDEX_MEMBER {
+            return Err(not_bundle(format!(
+                "the first member is {:?}, not {INDEX_MEMBER}",
+                first.name
+            )));
+        }
+        if first.size > MAX_INDEX_BYTES {
+            return Err(reader.bad_member(
+                INDEX_MEMBER,
+                format!(
+                    "{} bytes, over the {MAX_INDEX_BYTES}-byte limit",
+                    first.size
+                ),
+            ));
+        }
+        reader.index_bytes = reader.read_exact_at(INDEX_MEMBER, BLOCK, first.size)?;
+        let mut region_end = member_span(first.size);
+
+        // Decide the format version before trusting the index's shape.
+        let probe: serde_json::Value = serde_json::from_slice(&reader.index_bytes)
+            .map_err(|e| reader.bad_member(INDEX_MEMBER, format!("not valid JSON: {e}")))?;
+        let format = probe
+            .get("format")
+            .and_then(|f| f.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let supported = BundleIndex::format_string();
+        match format
+            .strip_prefix(FORMAT_PREFIX)
+            .and_then(|v| v.split_once('.'))
+            .and_then(|(major, _)| major.parse::<u32>().ok())
+        {
+            Some(major) if major == FORMAT_MAJOR => {}
+            Some(major) if major > FORMAT_MAJOR => {
+                return Err(BundleError::UnsupportedFormat {
+                    path: path.to_path_buf(),
+                    found: format,
+                    supported,
+                })
+            }
+            _ => {
+                return Err(reader.bad_member(
+                    INDEX_MEMBER,
+                    format!("unknown format {format:?} (this archpack reads {supported})"),
+                ))
+            }
+        }
+        reader.index = serde_json::from_value(probe)
+            .map_err(|e| reader.bad_member(INDEX_MEMBER, format!("invalid index: {e}")))?;
+
+        if region_end + BLOCK <= file_len {
+            if let Ok(h) = reader.header_at(region_end) {
+                if h.name == SIGNATURE_MEMBER {
+                    if h.size > MAX_SIGNATURE_BYTES {
+                        return Err(reader.bad_member(
+                            SIGNATURE_MEMBER,
+                            format!("{} bytes, too large for a signature", h.size),
+                        ));
+                    }
+                    reader.signature =
+                        Some(reader.read_exact_at(SIGNATURE_MEMBER, region_end + BLOCK, h.size)?);
+                    region_end += member_span(h.size);
+                }
+            }
+        }
+        reader.check_layout(region_end)?;
+        Ok(reader)
+    }
+
+    /// The index must describe a sane layout before any member is read by it.
+    fn check_layout(&self, region_end: u64) -> Result<(), BundleError> {
+        let bad = |detail: String| BundleError::BadIndex {
+            path: self.path.clone(),
+            detail,
+        };
+        let mut next_free = region_end;
+        for m in &self.index.members {
+            if m.offset < next_free + BLOCK || m.offset % BLOCK != 0 {
+                return Err(bad(format!(
+                    "member {} at offset {} overlaps another or is misaligned",
+                    m.name, m.offset
+                )));
+            }
+            let end = m.offset.checked_add(m.size).ok_or_else(|| {
+                bad(format!(
+                    "member {} has an impossible size {}",
+                    m.name, m.size
+                ))
+            })?;
+            if end > self.file_len {
+                return Err(BundleError::Truncated {
+                    path: self.path.clone(),
+                    detail: format!(
+                        "member {} ends at byte {end} but the file has {} bytes",
+                        m.name, self.file_len
+                    ),
+                });
+            }
+            let expected_name = match m.kind {
+                MemberKind::OciLayout => "oci-layout".to_string(),
+                MemberKind::OciIndex => "index.json".to_string(),
+                _ => m.digest.blob_path(),
+            };
+            if m.name != expected_name {
+                return Err(bad(format!(
+                    "member {} should be named {expected_name}",
+                    m.name
+                )));
+            }
+            next_free = end + tarfmt::padding(m.size);
+        }
+        for image in &self.index.images {
+            for p in &image.platforms {
+                for d in BundleIndex::blobs_of(p).chain(std::iter::once(&image.index)) {
+                    if self.index.member_by_digest(d).is_none() {
+                        return Err(bad(format!(
+                            "{} ({}) refers to blob {d}, which the bundle does not hold",
+                            image.name, p.platform
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn bad_member(&self, member: &str, detail: String) -> BundleError {
+        BundleError::BadMember {
+            path: self.path.clone(),
+            member: member.to_string(),
+            detail,
+        }
+    }
+
+    fn header_at(&self, offset: u64) -> Result<tarfmt::ParsedHeader, String> {
+        let mut block = [0u8; BLOCK as usize];
+        self.file
+            .read_exact_at(&mut block, offset)
+            .map_err(|e| e.to_string())?;
+        self.bytes_read.fetch_add(BLOCK, Ordering::Relaxed);
+        tarfmt::parse(&block).map_err(|e| e.to_string())
+    }
+
+    fn read_exact_at(&self, member: &str, offset: u64, size: u64) -> Result<Vec<u8>, BundleError> {
+        if offset + size > self.file_len {
+            return Err(BundleError::Truncated {
+                path: self.path.clone(),
+                detail: format!("member {member} ends past the end of the file"),
+            });
+        }
+        let mut buf = vec![0u8; size as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|error| BundleError::Io {
+                path: self.path.clone(),
+                error,
+            })?;
+        self.bytes_read.fetch_add(size, Ordering::Relaxed);
+        Ok(buf)
+    }
+
+    /// Bytes returned by reads of the bundle file so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Streams one member's data (not checked; wrap it to check its digest).
+    pub fn member_reader(&self, member: &Member) -> MemberReader<'_> {
+        MemberReader {
+            bundle: self,
+            pos: member.offset,
+            end: member.offset + member.size,
+        }
+    }
+
+    /// Reads a small member fully and checks it against the index.
+    pub fn read_member(&self, member: &Member) -> Result<Vec<u8>, BundleError> {
+        let bytes = self.read_exact_at(&member.name, member.offset, member.size)?;
+        let actual = Digest::of(&bytes);
+        if actual != member.digest {
+            return Err(BundleError::DigestMismatch {
+                path: self.path.clone(),
+                member: member.name.clone(),
+                expected: member.digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Checks every member: its tar header (name, size, checksum) and its bytes'
+    /// digest. Stops at the first bad one and names it.
+    pub fn verify(&self, progress: &dyn Progress) -> Result<VerifyReport, BundleError> {
+        let total: u64 = self.index.members.iter().map(|m| m.size).sum();
+        progress.start("verifying", Some(total));
+        let mut buf = vec![0u8; 1 << 20];
+        for m in &self.index.members {
+            self.verify_member(m, &mut buf, progress)?;
+        }
+        progress.finish();
+        Ok(VerifyReport {
+            members: self.index.members.len(),
+            bytes: total,
+        })
+    }
+
+    /// Checks one member's header and digest.
+    pub fn verify_member(
+        &self,
+        m: &Member,
+        buf: &mut [u8],
+        progress: &dyn Progress,
+    ) -> Result<(), BundleError> {
+        let header = self
+            .header_at(m.offset - BLOCK)
+            .map_err(|e| self.bad_member(&m.name, format!("tar header: {e}")))?;
+        if header.name != m.name || header.size != m.size {
+            return Err(self.bad_member(
+                &m.name,
+                format!(
+                    "tar header says {:?} of {} bytes, the index says {} bytes",
+                    header.name, header.size, m.size
+                ),
+            ));
+        }
+        let mut reader = HashingReader::new(self.member_reader(m));
+        loop {
+            match reader.read(buf) {
+                Ok(0) => break,
+                Ok(n) => progress.advance(n as u64),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    return Err(BundleError::Io {
+                        path: self.path.clone(),
+                        error,
+                    })
+                }
+            }
+        }
+        let (actual, n) = reader.finish();
+        if n != m.size {
+            return Err(BundleError::Truncated {
+                path: self.path.clone(),
+                detail: format!("member {} has {n} of its {} bytes", m.name, m.size),
+            });
+        }
+        if actual != m.digest {
+            return Err(BundleError::DigestMismatch {
+                path: self.path.clone(),
+                member: m.name.clone(),
+                expected: m.digest.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Positional reads of one member (no shared cursor: several may run at once).
+pub struct MemberReader<'a> {
+    bundle: &'a BundleReader,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for MemberReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.bundle.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "bundle truncated inside a member",
+            ));
+        }
+        self.pos += n as u64;
+        self.bundle
+            .bytes_read
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}

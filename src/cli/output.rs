@@ -1,0 +1,232 @@
+//! What the CLI prints: progress bars on stderr, tables and JSON on stdout.
+
+use archpack::bundle::{BundleReader, CreateReport};
+use archpack::progress::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+/// indicatif bars on stderr, only when stderr is a terminal and not `--quiet`.
+pub struct Bars {
+    enabled: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    pub fn new(quiet: bool) -> Bars {
+        Bars {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, label: &str, total: Option<u64>) {
+        if !self.enabled {
+            return;
+        }
+        let bar = match total {
+            Some(t) => ProgressBar::new(t).with_style(
+                ProgressStyle::with_template(
+                    "{msg:>20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{msg:>20} {spinner} {bytes} {bytes_per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_message(label.to_string());
+        if let Ok(mut b) = self.bar.lock() {
+            *b = Some(bar);
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(bar) = b.as_ref() {
+                bar.inc(bytes);
+            }
+        }
+    }
+
+    fn note(&self, message: &str) {
+        if !self.enabled {
+            return;
+        }
+        match self.bar.lock().ok().and_then(|b| b.clone()) {
+            Some(bar) => bar.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(bar) = b.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn create_summary(report: &CreateReport) -> String {
+    let index = &report.index;
+    let entries: usize = index.images.iter().map(|i| i.platforms.len()).sum();
+    let sizes = index.size_summary();
+    format!(
+        "{}: {} images × platforms ({}), {} on disk from {} of layers; dedup saved {}{}\n",
+        report.path.display(),
+        entries,
+        index
+            .platforms()
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        human_bytes(report.bundle_bytes),
+        human_bytes(report.layer_bytes_in),
+        human_bytes(sizes.saved_bytes),
+        if report.signed { ", signed" } else { "" }
+    )
+}
+
+pub fn inspect_table(reader: &BundleReader) -> String {
+    let index = &reader.index;
+    let sizes = index.size_summary();
+    let mut out = String::new();
+    out.push_str(&format!("Bundle:   {}\n", reader.path.display()));
+    out.push_str(&format!(
+        "Name:     {}  ({}, written by {})\n",
+        index.name, index.format, index.tool
+    ));
+    out.push_str(&format!("Created:  {}\n", index.created));
+    out.push_str(&format!(
+        "Signed:   {}\n",
+        if reader.signature.is_some() {
+            "yes"
+        } else {
+            "no"
+        }
+    ));
+    out.push_str(&format!(
+        "Size:     {} on disk; {} of layers shared between images/platforms (saved {})\n",
+        human_bytes(reader.file_len),
+        human_bytes(sizes.shared_bytes),
+        human_bytes(sizes.saved_bytes)
+    ));
+    if let Some(compose) = &index.compose {
+        let overrides: Vec<&str> = compose.overrides.keys().map(String::as_str).collect();
+        out.push_str(&format!(
+            "Compose:  template{}\n",
+            if overrides.is_empty() {
+                String::new()
+            } else {
+                format!(" + overrides for {}", overrides.join(", "))
+            }
+        ));
+    }
+    let rows: Vec<[String; 6]> = index
+        .images
+        .iter()
+        .flat_map(|image| {
+            image.platforms.iter().map(move |p| {
+                [
+                    image.name.clone(),
+                    p.platform.to_string(),
+                    human_bytes(index.entry_bytes(p)),
+                    p.layers.len().to_string(),
+                    p.config.short(),
+                    p.source_tags.join(","),
+                ]
+            })
+        })
+        .collect();
+    let headers = [
+        "IMAGE",
+        "PLATFORM",
+        "SIZE",
+        "LAYERS",
+        "IMAGE ID",
+        "PACKED FROM",
+    ];
+    out.push('\n');
+    out.push_str(&table(&headers, &rows));
+    out
+}
+
+fn table(headers: &[&str; 6], rows: &[[String; 6]]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        s.truncate(s.trim_end().len());
+        s.push('\n');
+        s
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+pub fn inspect_json(reader: &BundleReader) -> serde_json::Value {
+    let index = &reader.index;
+    let sizes = index.size_summary();
+    json!({
+        "bundle": reader.path,
+        "name": index.name,
+        "format": index.format,
+        "tool": index.tool,
+        "created": index.created,
+        "bytes": reader.file_len,
+        "signed": reader.signature.is_some(),
+        "sharedBytes": sizes.shared_bytes,
+        "dedupSavedBytes": sizes.saved_bytes,
+        "platforms": index.platforms().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "images": index.images.iter().map(|image| json!({
+            "name": image.name,
+            "index": image.index,
+            "platforms": image.platforms.iter().map(|p| json!({
+                "platform": p.platform.to_string(),
+                "imageId": p.config,
+                "manifest": p.manifest,
+                "bytes": index.entry_bytes(p),
+                "layers": p.layers.len(),
+                "sourceTags": p.source_tags,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "compose": index.compose.as_ref().map(|c| json!({
+            "overrides": c.overrides.keys().collect::<Vec<_>>(),
+        })),
+    })
+}

@@ -1,0 +1,14 @@
+//! archpack: multi-architecture, signed, deduplicated container image bundles for
+//! hosts without a network.
+//!
+//! Data flows one way through one module per stage:
+//! [`source`] (read images) → [`bundle`] (the file format: write, read, verify) →
+//! signing → host probe → engine → compose. The library never prints; progress goes
+//! through [`progress::Progress`].
+
+pub mod bundle;
+pub mod digest;
+pub mod docker;
+pub mod platform;
+pub mod progress;
+pub mod source;
