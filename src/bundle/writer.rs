@@ -22,6 +22,9 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
+/// Bytes per zstd worker job: bounds memory (see `write_layer`).
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 /// One source with its optional `--name` override.
 pub struct Input {
     pub source: Box<dyn Source>,
@@ -653,6 +656,12 @@ impl BundleSink<'_, '_> {
         let mut encoder = zstd::stream::write::Encoder::new(sink, self.level).map_err(write_err)?;
         if self.threads > 0 {
             encoder.multithread(self.threads).map_err(write_err)?;
+            // zstd's default job (4 × window) keeps ~4 jobs in flight: 68 MiB peak on a
+            // 470 MB layer, 116 MiB on incompressible data. 2 MiB jobs: 27 / 35 MiB,
+            // output 1.5% larger, same speed.
+            encoder
+                .set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
+                .map_err(write_err)?;
         }
         let mut input = HashingReader::new(ProgressReader {
             inner: data,

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The test command: installs what the suite needs, builds the two-arch test images,
+# starts a throwaway Docker engine on a private socket, runs every check, stops it.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh create     # extra args go to `cargo test` (a filter, ...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+scripts/install-deps.sh
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "== test images"
+fixtures="$root/target/test-fixtures"
+scripts/make-test-images.sh "$fixtures"
+
+echo "== throwaway engine"
+engine_dir=$(mktemp -d /tmp/archpack-engine.XXXXXX)
+cleanup() {
+  scripts/engine.sh stop "$engine_dir" || true
+  # overlay mounts must go before the directory can.
+  grep -o " $engine_dir[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$engine_dir" || true
+}
+trap cleanup EXIT
+eval "$(scripts/engine.sh start "$engine_dir")"
+for image in svc-amd64 svc-arm64 other-amd64 other-arm64; do
+  docker load -q -i "$fixtures/$image.tar" >/dev/null
+done
+export ARCHPACK_FIXTURES="$fixtures"
+export ARCHPACK_TEST_DOCKER_HOST="$DOCKER_HOST"
+unset DOCKER_HOST
+
+echo "== cargo test"
+cargo test --quiet "$@"

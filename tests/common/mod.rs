@@ -1,0 +1,200 @@
+//! Shared test helpers: the fixture images built by scripts/make-test-images.sh, the
+//! throwaway engine started by scripts/test.sh, and synthetic archives for bad input.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Where scripts/test.sh put the real two-arch test images.
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var("ARCHPACK_FIXTURES").unwrap_or_else(|_| {
+        panic!("ARCHPACK_FIXTURES is not set: run the suite with scripts/test.sh (it builds the test images and starts an engine)")
+    });
+    let dir = PathBuf::from(dir);
+    assert!(
+        dir.join(".complete").exists(),
+        "{} holds no complete fixture set",
+        dir.display()
+    );
+    dir
+}
+
+/// DOCKER_HOST of the throwaway engine scripts/test.sh started.
+pub fn engine_host() -> String {
+    std::env::var("ARCHPACK_TEST_DOCKER_HOST").unwrap_or_else(|_| {
+        panic!("ARCHPACK_TEST_DOCKER_HOST is not set: run the suite with scripts/test.sh")
+    })
+}
+
+pub fn archpack() -> Command {
+    let mut c = Command::cargo_bin("archpack").expect("archpack binary");
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    c
+}
+
+/// archpack talking to the test engine.
+pub fn archpack_engine() -> Command {
+    let mut c = archpack();
+    c.env("DOCKER_HOST", engine_host());
+    c
+}
+
+pub fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", engine_host())
+        .output()
+        .expect("docker client");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn inspect_json(bundle: &Path) -> Value {
+    let out = archpack()
+        .args(["inspect", "--json"])
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "inspect failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The bundle's own index, read with tar (an independent reader).
+pub fn bundle_index(bundle: &Path) -> Value {
+    let out = std::process::Command::new("tar")
+        .args(["-xOf"])
+        .arg(bundle)
+        .arg("archpack-index.json")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// image name → platform → image ID, from `inspect --json`.
+pub fn image_ids(bundle: &Path) -> Vec<(String, String, String)> {
+    let v = inspect_json(bundle);
+    let mut out = Vec::new();
+    for image in v["images"].as_array().unwrap() {
+        for p in image["platforms"].as_array().unwrap() {
+            out.push((
+                image["name"].as_str().unwrap().to_string(),
+                p["platform"].as_str().unwrap().to_string(),
+                p["imageId"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// A layer tar holding the given files.
+pub fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Options for a synthetic `docker save` archive.
+pub struct SyntheticImage<'a> {
+    pub tag: &'a str,
+    pub architecture: Option<&'a str>,
+    pub layers: Vec<Vec<u8>>,
+    /// Replace the config's diff_ids (to make them lie).
+    pub diff_ids: Option<Vec<String>>,
+}
+
+/// Writes a docker-archive with one image; returns its config digest.
+pub fn write_docker_archive(path: &Path, image: SyntheticImage) -> String {
+    let diff_ids = image.diff_ids.clone().unwrap_or_else(|| {
+        image
+            .layers
+            .iter()
+            .map(|l| format!("sha256:{}", sha256_hex(l)))
+            .collect()
+    });
+    let mut config = json!({
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "config": {"Cmd": ["/bin/sh"]},
+    });
+    if let Some(a) = image.architecture {
+        config["architecture"] = json!(a);
+    }
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_name = format!("{}.json", sha256_hex(&config));
+    let layer_names: Vec<String> = image
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, _)| format!("layer{i}/layer.tar"))
+        .collect();
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": config_name,
+        "RepoTags": [image.tag],
+        "Layers": layer_names,
+    }]))
+    .unwrap();
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    };
+    for (name, data) in layer_names.iter().zip(&image.layers) {
+        add(name, data);
+    }
+    add(&config_name, &config);
+    add("manifest.json", &manifest);
+    b.finish().unwrap();
+    format!("sha256:{}", sha256_hex(&config))
+}
+
+/// Waits for `child`; returns its exit code and its own peak RSS in KiB, read from
+/// /proc (VmHWM). getrusage cannot isolate it: posix_spawn shares the parent's memory
+/// until exec, and Linux carries that high-water mark into the child's maxrss.
+pub fn wait_with_max_rss(mut child: std::process::Child) -> (i32, u64) {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_path) {
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code().unwrap_or(-1), peak);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
