@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""An independent reader of archpack bundles, written from SPEC.md alone (stdlib only).
+
+    reference_reader.py BUNDLE            check structure and every member; print a summary
+    reference_reader.py BUNDLE --platform linux/arm64/v8
+                                          also list the blobs one platform needs, in file order
+
+Exit status 0 when the bundle is sound, 1 with one line naming the problem otherwise.
+"""
+import hashlib
+import json
+import sys
+
+BLOCK = 512
+INDEX = "archpack-index.json"
+SIGNATURE = "archpack-index.json.minisig"
+MAX_INDEX = 64 << 20
+
+
+class Bad(Exception):
+    pass
+
+
+def parse_header(block):
+    if block == b"\0" * BLOCK:
+        raise Bad("end of archive where a member was expected")
+    stored = int(block[148:156].replace(b"\0", b" ").strip() or b"0", 8)
+    computed = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    if stored != computed:
+        raise Bad("bad tar header checksum")
+    if block[156:157] not in (b"0", b"\0"):
+        raise Bad("member is not a regular file")
+    name = block[0:100].split(b"\0", 1)[0].decode()
+    prefix = block[345:500].split(b"\0", 1)[0].decode()
+    if prefix:
+        name = prefix + "/" + name
+    size = int(block[124:136].replace(b"\0", b" ").strip() or b"0", 8)
+    return name, size
+
+
+def padded(size):
+    return size + (-size) % BLOCK
+
+
+def read_bundle(path, platform=None):
+    with open(path, "rb") as f:
+        data_len = f.seek(0, 2)
+
+        def read_at(offset, size):
+            if offset + size > data_len:
+                raise Bad("truncated: %d bytes wanted at %d, file has %d" % (size, offset, data_len))
+            f.seek(offset)
+            return f.read(size)
+
+        name, size = parse_header(read_at(0, BLOCK))
+        if name != INDEX:
+            raise Bad("first member is %r, not %s" % (name, INDEX))
+        if size > MAX_INDEX:
+            raise Bad("index too large")
+        index = json.loads(read_at(BLOCK, size))
+        fmt = index.get("format", "")
+        if not fmt.startswith("archpack-bundle/"):
+            raise Bad("unknown format %r" % fmt)
+        major = int(fmt.split("/")[1].split(".")[0])
+        if major != 1:
+            raise Bad("format %s is newer than this reader" % fmt)
+        region_end = BLOCK + padded(size)
+        signed = False
+        if region_end + BLOCK <= data_len:
+            try:
+                n, s = parse_header(read_at(region_end, BLOCK))
+                if n == SIGNATURE:
+                    signed = True
+                    region_end += BLOCK + padded(s)
+            except Bad:
+                pass
+
+        # §3.3 invariants, before any member is read.
+        next_free = region_end
+        by_digest = {}
+        for m in index["members"]:
+            off, sz = m["offset"], m["size"]
+            if off % BLOCK or off < next_free + BLOCK:
+                raise Bad("member %s overlaps or is misaligned" % m["name"])
+            if off + sz > data_len:
+                raise Bad("truncated: member %s ends past the end of the file" % m["name"])
+            want = {"oci-layout": "oci-layout", "oci-index": "index.json"}.get(
+                m["kind"], "blobs/sha256/" + m["digest"].split(":", 1)[1])
+            if m["name"] != want:
+                raise Bad("member %s should be named %s" % (m["name"], want))
+            next_free = off + padded(sz)
+            by_digest[m["digest"]] = m
+        for image in index["images"]:
+            for p in image["platforms"]:
+                for d in [image["index"], p["manifest"], p["config"]] + p["layers"]:
+                    if d not in by_digest:
+                        raise Bad("%s refers to missing blob %s" % (image["name"], d))
+
+        # Every member: header matches, digest matches.
+        for m in index["members"]:
+            hname, hsize = parse_header(read_at(m["offset"] - BLOCK, BLOCK))
+            if (hname, hsize) != (m["name"], m["size"]):
+                raise Bad("member %s: tar header disagrees with the index" % m["name"])
+            h = hashlib.sha256()
+            pos, end = m["offset"], m["offset"] + m["size"]
+            while pos < end:
+                chunk = read_at(pos, min(1 << 20, end - pos))
+                h.update(chunk)
+                pos += len(chunk)
+            if "sha256:" + h.hexdigest() != m["digest"]:
+                raise Bad("member %s is corrupt" % m["name"])
+
+        # The OCI view agrees with the bundle index.
+        oci = json.loads(read_at(by_digest_kind(index, "oci-index")["offset"],
+                                 by_digest_kind(index, "oci-index")["size"]))
+        refs = {d["annotations"]["org.opencontainers.image.ref.name"]: d["digest"] for d in oci["manifests"]}
+        for image in index["images"]:
+            if refs.get(image["name"]) != image["index"]:
+                raise Bad("index.json does not point %s at its image index" % image["name"])
+
+    summary = {
+        "format": fmt,
+        "signed": signed,
+        "members": len(index["members"]),
+        "images": {i["name"]: [platform_string(p["platform"]) for p in i["platforms"]] for i in index["images"]},
+    }
+    if platform:
+        needed = set()
+        for image in index["images"]:
+            for p in image["platforms"]:
+                if platform_string(p["platform"]) == platform:
+                    needed.update([p["config"], p["manifest"]] + p["layers"])
+        summary["platformBlobs"] = [m["digest"] for m in index["members"] if m["digest"] in needed]
+        summary["platformBytes"] = sum(by_digest[d]["size"] for d in needed)
+    return summary
+
+
+def by_digest_kind(index, kind):
+    return next(m for m in index["members"] if m["kind"] == kind)
+
+
+def platform_string(p):
+    s = p["os"] + "/" + p["architecture"]
+    return s + "/" + p["variant"] if p.get("variant") else s
+
+
+def main(argv):
+    if len(argv) not in (2, 4) or (len(argv) == 4 and argv[2] != "--platform"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        summary = read_bundle(argv[1], argv[3] if len(argv) == 4 else None)
+    except (Bad, ValueError, KeyError, OSError) as e:
+        print("reference_reader: %s: %s" % (argv[1], e), file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

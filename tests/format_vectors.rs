@@ -1,0 +1,139 @@
+//! Test vectors for bundle-format/: a fully specified two-architecture input set must
+//! produce exactly the recorded bundle, and the spec's independent reference reader
+//! must accept it. `ARCHPACK_UPDATE_VECTORS=1 cargo test --test format_vectors`
+//! re-records them after a deliberate format change (then bump the spec).
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command as Std;
+
+fn vector_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-format/vectors/v1-two-arch")
+}
+
+/// The recipe in bundle-format/vectors/README.md, as code.
+fn build_vector(dir: &Path) -> PathBuf {
+    let shared = layer_tar(&[("app/hello.txt", b"hello from archpack\n")]);
+    for (arch, binary) in [
+        ("amd64", &b"\x7fELF amd64 payload"[..]),
+        ("arm64", b"\x7fELF arm64 payload"),
+    ] {
+        write_docker_archive(
+            &dir.join(format!("app-{arch}.tar")),
+            SyntheticImage {
+                tag: &format!("app:1.0-{arch}"),
+                architecture: Some(arch),
+                layers: vec![layer_tar(&[("bin/app", binary)]), shared.clone()],
+                diff_ids: None,
+            },
+        );
+    }
+    let bundle = dir.join("vector.archpack");
+    archpack()
+        .env("SOURCE_DATE_EPOCH", "0")
+        .args(["create", "-q", "--bundle-name", "vector-1", "-o"])
+        .arg(&bundle)
+        .arg(format!(
+            "docker-archive:{}",
+            dir.join("app-amd64.tar").display()
+        ))
+        .arg(format!(
+            "docker-archive:{}",
+            dir.join("app-arm64.tar").display()
+        ))
+        .assert()
+        .success();
+    bundle
+}
+
+#[test]
+fn vector_bundle_is_byte_identical_to_the_recorded_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = build_vector(dir.path());
+    let bytes = std::fs::read(&bundle).unwrap();
+    let digest = sha256_hex(&bytes);
+    let index = Std::new("tar")
+        .arg("-xOf")
+        .arg(&bundle)
+        .arg("archpack-index.json")
+        .output()
+        .unwrap()
+        .stdout;
+    let vectors = vector_dir();
+    if std::env::var_os("ARCHPACK_UPDATE_VECTORS").is_some() {
+        std::fs::create_dir_all(&vectors).unwrap();
+        std::fs::write(
+            vectors.join("bundle.sha256"),
+            format!("{digest}  vector.archpack\n"),
+        )
+        .unwrap();
+        std::fs::write(vectors.join("archpack-index.json"), &index).unwrap();
+    }
+    let recorded = std::fs::read_to_string(vectors.join("bundle.sha256")).unwrap();
+    assert_eq!(recorded.split_whitespace().next().unwrap(), digest);
+    let recorded_index = std::fs::read(vectors.join("archpack-index.json")).unwrap();
+    assert!(
+        recorded_index == index,
+        "index differs from the recorded vector"
+    );
+    // The index member's bytes begin right after the first 512-byte header.
+    assert_eq!(&bytes[512..512 + index.len()], &index[..]);
+}
+
+#[test]
+fn reference_reader_accepts_the_vector_and_rejects_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = build_vector(dir.path());
+    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-format/reference_reader.py");
+    let out = Std::new("python3")
+        .arg(&reader)
+        .arg(&bundle)
+        .args(["--platform", "linux/arm64/v8"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["format"], "archpack-bundle/1.0");
+    assert_eq!(
+        summary["images"]["app:1.0"],
+        serde_json::json!(["linux/amd64", "linux/arm64/v8"])
+    );
+    // config + manifest + 2 layers for arm64.
+    assert_eq!(summary["platformBlobs"].as_array().unwrap().len(), 4);
+
+    // Both readers refuse the same damage.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let last_blob = bytes.len() - 2048;
+    bytes[last_blob] ^= 0x20;
+    let damaged = dir.path().join("damaged.archpack");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = Std::new("python3")
+        .arg(&reader)
+        .arg(&damaged)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    archpack().arg("verify").arg(&damaged).assert().code(3);
+
+    let truncated = dir.path().join("truncated.archpack");
+    std::fs::write(&truncated, &std::fs::read(&bundle).unwrap()[..3000]).unwrap();
+    let out = Std::new("python3")
+        .arg(&reader)
+        .arg(&truncated)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
+    archpack()
+        .arg("verify")
+        .arg(&truncated)
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains("truncated"));
+}
