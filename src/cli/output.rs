@@ -91,22 +91,19 @@ pub fn human_bytes(n: u64) -> String {
 
 pub fn create_summary(report: &CreateReport) -> String {
     let index = &report.index;
-    let entries: usize = index.images.iter().map(|i| i.platforms.len()).sum();
-    let sizes = index.size_summary();
+    let pairs: usize = index.images.iter().map(|i| i.platforms.len()).sum();
+    let platforms: Vec<String> = index.platforms().iter().map(|p| p.to_string()).collect();
     format!(
-        "{}: {} images × platforms ({}), {} on disk from {} of layers; dedup saved {}{}\n",
+        "wrote {}: {} image{} ({} image×platform) for {}; {} on disk from {} of layers read, dedup saved {}{}\n",
         report.path.display(),
-        entries,
-        index
-            .platforms()
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        index.images.len(),
+        if index.images.len() == 1 { "" } else { "s" },
+        pairs,
+        platforms.join(", "),
         human_bytes(report.bundle_bytes),
         human_bytes(report.layer_bytes_in),
-        human_bytes(sizes.saved_bytes),
-        if report.signed { ", signed" } else { "" }
+        human_bytes(index.size_summary().saved_bytes),
+        if report.signed { "; signed" } else { "; unsigned" }
     )
 }
 

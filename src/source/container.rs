@@ -87,7 +87,8 @@ pub enum Container {
         path: PathBuf,
         metadata: HashMap<String, Vec<u8>>,
         links: HashMap<String, String>,
-        names: Vec<String>,
+        /// name → size of every regular file seen in the metadata pass.
+        sizes: HashMap<String, u64>,
     },
 }
 
@@ -159,7 +160,7 @@ impl Container {
         let mut archive = tar::Archive::new(reader);
         let mut metadata = HashMap::new();
         let mut links = HashMap::new();
-        let mut names = Vec::new();
+        let mut sizes = HashMap::new();
         let mut kept = 0u64;
         let entries = archive
             .entries()
@@ -180,7 +181,7 @@ impl Container {
             if !kind.is_file() {
                 continue;
             }
-            names.push(name.clone());
+            sizes.insert(name.clone(), entry.size());
             if entry.size() > MAX_METADATA_MEMBER {
                 continue;
             }
@@ -208,7 +209,7 @@ impl Container {
             path: path.to_path_buf(),
             metadata,
             links,
-            names,
+            sizes,
         })
     }
 
@@ -242,7 +243,19 @@ impl Container {
         match self {
             Container::Dir(dir) => safe_join(dir, name).is_some_and(|p| p.is_file()),
             Container::SeekableTar { members, .. } => members.contains_key(name),
-            Container::StreamedTar { names, .. } => names.iter().any(|n| n == name),
+            Container::StreamedTar { sizes, .. } => sizes.contains_key(name),
+        }
+    }
+
+    /// A member's stored size, where known without reading it.
+    pub fn member_size(&self, name: &str) -> Option<u64> {
+        let name = self.resolve(name);
+        match self {
+            Container::Dir(dir) => safe_join(dir, name)
+                .and_then(|p| p.metadata().ok())
+                .map(|m| m.len()),
+            Container::SeekableTar { members, .. } => members.get(name).map(|&(_, size)| size),
+            Container::StreamedTar { sizes, .. } => sizes.get(name).copied(),
         }
     }
 

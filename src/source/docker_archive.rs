@@ -67,6 +67,11 @@ impl DockerArchive {
                     ),
                 });
             }
+            let size_hint = entry
+                .layers
+                .iter()
+                .filter_map(|l| container.member_size(l))
+                .sum();
             images.push(SourceImage {
                 source: label.clone(),
                 tags,
@@ -74,7 +79,7 @@ impl DockerArchive {
                 config: Digest::of(&config_bytes),
                 config_bytes: Some(config_bytes),
                 diff_ids: facts.diff_ids,
-                size_hint: 0,
+                size_hint,
             });
             layer_paths.push(entry.layers);
         }
