@@ -10,5 +10,6 @@ pub mod bundle;
 pub mod digest;
 pub mod docker;
 pub mod platform;
+pub mod probe;
 pub mod progress;
 pub mod source;

@@ -6,6 +6,7 @@ mod output;
 use anyhow::{bail, Context, Result};
 use archpack::bundle::{self, BundleError, BundleReader, ComposeFiles, CreateOptions, Input};
 use archpack::platform::{parse_list, Platform};
+use archpack::probe;
 use archpack::progress::Progress;
 use archpack::source::{self, SourceRef};
 use clap::{Parser, Subcommand};
@@ -46,6 +47,18 @@ enum Command {
     },
     /// Check every member of a bundle against its index (digests, sizes, headers).
     Verify { bundle: PathBuf },
+    /// Show what this host can run, why, and (with --bundle) which platform of a bundle
+    /// it would load.
+    Platform {
+        /// Pick from this bundle's platforms.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// Skip detection: use this platform (e.g. linux/arm/v7).
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -108,6 +121,11 @@ pub fn run() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Platform {
+            bundle,
+            platform,
+            json,
+        } => platform_command(bundle, platform, json),
         Command::Verify { bundle } => {
             let reader = BundleReader::open(&bundle)?;
             let report = reader.verify(&progress)?;
@@ -175,6 +193,49 @@ fn create(args: CreateArgs, progress: &output::Bars) -> Result<ExitCode> {
     };
     let report = bundle::create(inputs, &opts, progress)?;
     print!("{}", output::create_summary(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Detects the host platform, or takes `--platform`; returns the inputs too for display.
+fn host_decision(platform: Option<&str>) -> Result<(Option<probe::ProbeInputs>, probe::Decision)> {
+    if let Some(p) = platform {
+        let p: Platform = p.parse().context("--platform")?;
+        return Ok((None, probe::forced(&p)));
+    }
+    let engine = archpack::docker::Engine::connect();
+    let inputs = probe::collect_with_engine(engine.as_ref().map_err(|e| e.to_string()));
+    let decision = probe::decide(&inputs)?;
+    Ok((Some(inputs), decision))
+}
+
+fn platform_command(
+    bundle: Option<PathBuf>,
+    platform: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    let (inputs, decision) = host_decision(platform.as_deref())?;
+    let chosen = match &bundle {
+        Some(path) => {
+            let reader = BundleReader::open(path)?;
+            Some(probe::best_match(&decision, &reader.index.platforms())?)
+        }
+        None => None,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output::platform_json(
+                inputs.as_ref(),
+                &decision,
+                chosen.as_ref()
+            ))?
+        );
+    } else {
+        print!(
+            "{}",
+            output::platform_text(inputs.as_ref(), &decision, chosen.as_ref())
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,8 @@
 //! What the CLI prints: progress bars on stderr, tables and JSON on stdout.
 
 use archpack::bundle::{BundleReader, CreateReport};
+use archpack::platform::Platform;
+use archpack::probe::{self, DecidedBy, Decision, ProbeInputs};
 use archpack::progress::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -225,5 +227,88 @@ pub fn inspect_json(reader: &BundleReader) -> serde_json::Value {
         "compose": index.compose.as_ref().map(|c| json!({
             "overrides": c.overrides.keys().collect::<Vec<_>>(),
         })),
+    })
+}
+
+pub fn platform_text(
+    inputs: Option<&ProbeInputs>,
+    decision: &Decision,
+    chosen: Option<&Platform>,
+) -> String {
+    let mut out = format!("{}\n", decision.platform);
+    let mark = |by: DecidedBy| {
+        if decision.decided_by == by {
+            "   <- decides"
+        } else {
+            ""
+        }
+    };
+    let mut row = |label: &str, value: String| out.push_str(&format!("  {label:<24} {value}\n"));
+    if let Some(inputs) = inputs {
+        row(
+            "kernel (uname -m)",
+            format!(
+                "{}{}",
+                inputs.kernel.as_deref().unwrap_or("?"),
+                mark(DecidedBy::Kernel)
+            ),
+        );
+        row(
+            "engine (/version Arch)",
+            match (&inputs.engine, &inputs.engine_error) {
+                (Some(e), _) => format!("{}{}", e.arch, mark(DecidedBy::Engine)),
+                (None, Some(err)) => format!("not asked: {err}"),
+                (None, None) => "not asked".into(),
+            },
+        );
+        row(
+            "userland (/bin/sh ELF)",
+            match inputs.userland {
+                Some(e) => format!("{e}{}", mark(DecidedBy::Userland)),
+                None => "unreadable".into(),
+            },
+        );
+        if let Some(cpu) = probe::cpu_summary(inputs) {
+            row("cpu", cpu);
+        }
+    } else {
+        row("override", format!("--platform {}", decision.platform));
+    }
+    row(
+        "fallbacks",
+        decision
+            .compatible
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    for note in &decision.notes {
+        row("note", note.clone());
+    }
+    if let Some(p) = chosen {
+        row("bundle would load", p.to_string());
+    }
+    out
+}
+
+pub fn platform_json(
+    inputs: Option<&ProbeInputs>,
+    decision: &Decision,
+    chosen: Option<&Platform>,
+) -> serde_json::Value {
+    json!({
+        "platform": decision.platform.to_string(),
+        "decidedBy": decision.decided_by,
+        "compatible": decision.compatible.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "notes": decision.notes,
+        "inputs": inputs.map(|i| json!({
+            "kernel": i.kernel,
+            "engine": i.engine,
+            "engineError": i.engine_error,
+            "userland": i.userland.map(|e| e.to_string()),
+            "cpu": probe::cpu_summary(i),
+        })),
+        "bundlePlatform": chosen.map(|p| p.to_string()),
     })
 }
