@@ -12,4 +12,5 @@ pub mod docker;
 pub mod platform;
 pub mod probe;
 pub mod progress;
+pub mod signing;
 pub mod source;

@@ -214,7 +214,7 @@ fn verify_names_a_flipped_byte_and_exits_3() {
         .assert()
         .success();
     archpack()
-        .arg("verify")
+        .args(["verify", "--allow-unsigned"])
         .arg(&bundle)
         .assert()
         .success()
@@ -231,7 +231,7 @@ fn verify_names_a_flipped_byte_and_exits_3() {
     bytes[offset as usize] ^= 0xff;
     std::fs::write(&bundle, &bytes).unwrap();
     archpack()
-        .arg("verify")
+        .args(["verify", "--allow-unsigned"])
         .arg(&bundle)
         .assert()
         .code(3)
@@ -305,7 +305,11 @@ fn existing_output_is_kept_without_force() {
         .arg(src("docker-archive", "svc-amd64.tar"))
         .assert()
         .success();
-    archpack().arg("verify").arg(&out).assert().success();
+    archpack()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&out)
+        .assert()
+        .success();
 }
 
 fn assert_clean_failure(dir: &Path, args: &[String], needle: &str) {
@@ -477,5 +481,9 @@ fn killed_create_leaves_nothing_at_the_output_path_and_memory_stays_bounded() {
     let (code, rss_kib) = wait_with_max_rss(child);
     assert_eq!(code, 0);
     assert!(rss_kib < 64 * 1024, "peak RSS {rss_kib} KiB");
-    archpack().arg("verify").arg(&out).assert().success();
+    archpack()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&out)
+        .assert()
+        .success();
 }

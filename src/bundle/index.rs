@@ -104,6 +104,23 @@ pub struct ComposeFiles {
 }
 
 impl BundleIndex {
+    /// An index with nothing in it (a reader's state before the real one is parsed).
+    pub fn empty() -> BundleIndex {
+        BundleIndex {
+            format: String::new(),
+            name: String::new(),
+            created: String::new(),
+            tool: String::new(),
+            compression: CompressionInfo {
+                algorithm: String::new(),
+                level: 0,
+            },
+            images: Vec::new(),
+            members: Vec::new(),
+            compose: None,
+        }
+    }
+
     pub fn format_string() -> String {
         format!("{FORMAT_PREFIX}{FORMAT_MAJOR}.{FORMAT_MINOR}")
     }

@@ -8,7 +8,7 @@ pub(crate) mod tarfmt;
 mod writer;
 
 pub use index::*;
-pub use reader::{BundleReader, MemberReader, VerifyReport};
+pub use reader::{AdmitAll, BundleReader, IndexGate, MemberReader, VerifyReport};
 pub use writer::{create, CreateOptions, CreateReport, IndexSigner, Input};
 
 use crate::digest::Digest;
@@ -81,6 +81,11 @@ pub enum BundleError {
         member: String,
         expected: Digest,
         actual: Digest,
+    },
+    #[error("{path}: refused: {source}")]
+    Refused {
+        path: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("{path}: the index is inconsistent: {detail}")]
     BadIndex { path: PathBuf, detail: String },

@@ -25,6 +25,29 @@ pub struct BundleReader {
     bytes_read: AtomicU64,
 }
 
+/// Decides on a bundle from its raw index and signature bytes, before anything in
+/// them is parsed or used. The signing module implements it.
+pub trait IndexGate {
+    fn admit(
+        &self,
+        index: &[u8],
+        signature: Option<&[u8]>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Admits every bundle (inspection only: nothing from it is used).
+pub struct AdmitAll;
+
+impl IndexGate for AdmitAll {
+    fn admit(
+        &self,
+        _: &[u8],
+        _: Option<&[u8]>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
     pub members: usize,
@@ -32,7 +55,15 @@ pub struct VerifyReport {
 }
 
 impl BundleReader {
+    /// Opens a bundle without any trust decision (for `inspect`).
     pub fn open(path: &Path) -> Result<BundleReader, BundleError> {
+        Self::open_checked(path, &AdmitAll)
+    }
+
+    /// Opens a bundle: reads the index and signature members (the front region only),
+    /// lets `gate` decide on those raw bytes, and only then parses the index and
+    /// checks the layout it describes. Nothing else is read.
+    pub fn open_checked(path: &Path, gate: &dyn IndexGate) -> Result<BundleReader, BundleError> {
         let io_err = |error: io::Error| BundleError::Io {
             path: path.to_path_buf(),
             error,
@@ -42,19 +73,7 @@ impl BundleReader {
         let mut reader = BundleReader {
             file,
             path: path.to_path_buf(),
-            index: BundleIndex {
-                format: String::new(),
-                name: String::new(),
-                created: String::new(),
-                tool: String::new(),
-                compression: CompressionInfo {
-                    algorithm: String::new(),
-                    level: 0,
-                },
-                images: Vec::new(),
-                members: Vec::new(),
-                compose: None,
-            },
+            index: BundleIndex::empty(),
             index_bytes: Vec::new(),
             signature: None,
             file_len,
@@ -91,6 +110,26 @@ impl BundleReader {
         }
         reader.index_bytes = reader.read_exact_at(INDEX_MEMBER, BLOCK, first.size)?;
         let mut region_end = member_span(first.size);
+        if region_end + BLOCK <= file_len {
+            if let Ok(h) = reader.header_at(region_end) {
+                if h.name == SIGNATURE_MEMBER {
+                    if h.size > MAX_SIGNATURE_BYTES {
+                        return Err(reader.bad_member(
+                            SIGNATURE_MEMBER,
+                            format!("{} bytes, too large for a signature", h.size),
+                        ));
+                    }
+                    reader.signature =
+                        Some(reader.read_exact_at(SIGNATURE_MEMBER, region_end + BLOCK, h.size)?);
+                    region_end += member_span(h.size);
+                }
+            }
+        }
+        gate.admit(&reader.index_bytes, reader.signature.as_deref())
+            .map_err(|source| BundleError::Refused {
+                path: path.to_path_buf(),
+                source,
+            })?;
 
         // Decide the format version before trusting the index's shape.
         let probe: serde_json::Value = serde_json::from_slice(&reader.index_bytes)
@@ -123,22 +162,6 @@ impl BundleReader {
         }
         reader.index = serde_json::from_value(probe)
             .map_err(|e| reader.bad_member(INDEX_MEMBER, format!("invalid index: {e}")))?;
-
-        if region_end + BLOCK <= file_len {
-            if let Ok(h) = reader.header_at(region_end) {
-                if h.name == SIGNATURE_MEMBER {
-                    if h.size > MAX_SIGNATURE_BYTES {
-                        return Err(reader.bad_member(
-                            SIGNATURE_MEMBER,
-                            format!("{} bytes, too large for a signature", h.size),
-                        ));
-                    }
-                    reader.signature =
-                        Some(reader.read_exact_at(SIGNATURE_MEMBER, region_end + BLOCK, h.size)?);
-                    region_end += member_span(h.size);
-                }
-            }
-        }
         reader.check_layout(region_end)?;
         Ok(reader)
     }

@@ -8,9 +8,11 @@ use archpack::bundle::{self, BundleError, BundleReader, ComposeFiles, CreateOpti
 use archpack::platform::{parse_list, Platform};
 use archpack::probe;
 use archpack::progress::Progress;
+use archpack::signing::{self, SigningKey, TrustGate, TrustStore, Verdict};
 use archpack::source::{self, SourceRef};
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,6 +20,7 @@ use std::process::ExitCode;
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_INTEGRITY: u8 = 3;
+pub const EXIT_UNTRUSTED: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -38,15 +41,36 @@ struct Cli {
 enum Command {
     /// Bundle images of several architectures into one file.
     Create(CreateArgs),
-    /// Show what a bundle holds.
+    /// Show what a bundle holds, and who signed it.
     Inspect {
         bundle: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        trust: TrustArgs,
     },
-    /// Check every member of a bundle against its index (digests, sizes, headers).
-    Verify { bundle: PathBuf },
+    /// Check the signature, then every member of a bundle against its index.
+    Verify {
+        bundle: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Make a signing key pair in minisign's format: PREFIX.key (secret) and PREFIX.pub.
+    Keygen {
+        /// Path prefix for the two files.
+        #[arg(short, long, value_name = "PREFIX")]
+        output: PathBuf,
+        /// Do not protect the secret key with a password (throwaway keys only).
+        #[arg(long)]
+        no_password: bool,
+        /// Read the password from this file (first line).
+        #[arg(long, value_name = "FILE", conflicts_with = "no_password")]
+        password_file: Option<PathBuf>,
+        /// Replace existing key files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show what this host can run, why, and (with --bundle) which platform of a bundle
     /// it would load.
     Platform {
@@ -59,6 +83,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which signers to trust.
+#[derive(clap::Args)]
+struct TrustArgs {
+    /// A trusted public key (minisign .pub); repeatable. Also trusted: *.pub in
+    /// /etc/archpack/trust.d/ and $XDG_CONFIG_HOME/archpack/trust.d/.
+    #[arg(long = "trust", value_name = "PUBKEY")]
+    keys: Vec<PathBuf>,
+    /// Accept a bundle without a signature (prints a warning).
+    #[arg(long)]
+    allow_unsigned: bool,
+}
+
+impl TrustArgs {
+    fn store(&self) -> Result<TrustStore> {
+        Ok(TrustStore::load(
+            &self.keys,
+            &signing::default_trust_dirs(),
+        )?)
+    }
 }
 
 #[derive(clap::Args)]
@@ -95,6 +140,13 @@ struct CreateArgs {
     /// The bundle's name (default: the output file name without extension).
     #[arg(long)]
     bundle_name: Option<String>,
+    /// Sign the bundle with this minisign secret key.
+    #[arg(long, value_name = "KEY")]
+    sign: Option<PathBuf>,
+    /// Read the secret key's password from this file (first line). Also:
+    /// ARCHPACK_PASSWORD, or a prompt on a terminal.
+    #[arg(long, value_name = "FILE", requires = "sign")]
+    password_file: Option<PathBuf>,
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -109,15 +161,20 @@ pub fn run() -> Result<ExitCode> {
     let progress = output::Bars::new(cli.quiet);
     match cli.command {
         Command::Create(args) => create(args, &progress),
-        Command::Inspect { bundle, json } => {
+        Command::Inspect {
+            bundle,
+            json,
+            trust,
+        } => {
             let reader = BundleReader::open(&bundle)?;
+            let signer = signer_status(&reader, &trust.store()?);
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&output::inspect_json(&reader))?
+                    serde_json::to_string_pretty(&output::inspect_json(&reader, &signer))?
                 );
             } else {
-                print!("{}", output::inspect_table(&reader));
+                print!("{}", output::inspect_table(&reader, &signer));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -126,11 +183,36 @@ pub fn run() -> Result<ExitCode> {
             platform,
             json,
         } => platform_command(bundle, platform, json),
-        Command::Verify { bundle } => {
-            let reader = BundleReader::open(&bundle)?;
+        Command::Keygen {
+            output: prefix,
+            no_password,
+            password_file,
+            force,
+        } => {
+            let password = if no_password {
+                None
+            } else {
+                Some(read_password(password_file.as_deref(), true)?.context(
+                    "keygen needs a password for the secret key: give --password-file FILE, set ARCHPACK_PASSWORD, run on a terminal, or pass --no-password for a throwaway key",
+                )?)
+            };
+            let files = signing::keygen(&prefix, password, force)?;
+            println!(
+                "key {}: secret {} (keep it offline), public {} (give it to the sites)",
+                files.key_id,
+                files.secret.display(),
+                files.public.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { bundle, trust } => {
+            let store = trust.store()?;
+            let gate = TrustGate::new(&store, trust.allow_unsigned);
+            let reader = BundleReader::open_checked(&bundle, &gate)?;
+            let signer = describe_verdict(gate.verdict());
             let report = reader.verify(&progress)?;
             println!(
-                "{}: OK: {} members, {} verified",
+                "{}: OK: {signer}; {} members, {} verified",
                 bundle.display(),
                 report.members,
                 output::human_bytes(report.bytes)
@@ -180,6 +262,17 @@ fn create(args: CreateArgs, progress: &output::Bars) -> Result<ExitCode> {
             .map(|n| n.get() as u32)
             .unwrap_or(1)
     });
+    let signer = match &args.sign {
+        Some(key) => {
+            let password = if SigningKey::needs_password(key)? {
+                read_password(args.password_file.as_deref(), false)?
+            } else {
+                None
+            };
+            Some(SigningKey::load(key, password)?)
+        }
+        None => None,
+    };
     let opts = CreateOptions {
         output: args.output.clone(),
         force: args.force,
@@ -189,7 +282,7 @@ fn create(args: CreateArgs, progress: &output::Bars) -> Result<ExitCode> {
         created,
         platforms,
         compose,
-        signer: None,
+        signer: signer.as_ref().map(|s| s as &dyn bundle::IndexSigner),
     };
     let report = bundle::create(inputs, &opts, progress)?;
     print!("{}", output::create_summary(&report));
@@ -267,6 +360,61 @@ fn read_compose(args: &CreateArgs) -> Result<Option<ComposeFiles>> {
     Ok(Some(files))
 }
 
+/// The password from --password-file, ARCHPACK_PASSWORD, or a terminal prompt (in
+/// that order). Never echoed.
+fn read_password(file: Option<&std::path::Path>, confirm: bool) -> Result<Option<String>> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading the password file {}", f.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or("").to_string()));
+    }
+    if let Ok(pw) = std::env::var("ARCHPACK_PASSWORD") {
+        if !pw.is_empty() {
+            return Ok(Some(pw));
+        }
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let pw = rpassword::prompt_password("Password for the secret key: ")?;
+    if confirm {
+        let again = rpassword::prompt_password("The same password again: ")?;
+        if pw != again {
+            bail!("the two passwords differ");
+        }
+    }
+    Ok(Some(pw))
+}
+
+/// "signed by key X (trusted: FILE)" or the unsigned warning's short form.
+fn describe_verdict(verdict: Option<Verdict>) -> String {
+    match verdict {
+        Some(Verdict::Trusted { key_id, source, .. }) => {
+            format!("signed by key {key_id} (trusted via {})", source.display())
+        }
+        Some(Verdict::UnsignedAllowed) => {
+            eprintln!(
+                "archpack: warning: the bundle is NOT signed; accepted because of --allow-unsigned"
+            );
+            "unsigned (allowed)".into()
+        }
+        None => "signature not checked".into(),
+    }
+}
+
+/// Who signed a bundle and whether that key is trusted here (for `inspect`).
+fn signer_status(reader: &BundleReader, store: &TrustStore) -> output::Signer {
+    let Some(sig) = reader.signature.as_deref() else {
+        return output::Signer::Unsigned;
+    };
+    let key_id = signing::signer_key_id(sig).unwrap_or_else(|| "unreadable".into());
+    match signing::check(&reader.index_bytes, Some(sig), store, false) {
+        Ok(_) => output::Signer::Trusted(key_id),
+        Err(signing::SigningError::Untrusted { .. }) => output::Signer::Untrusted(key_id),
+        Err(e) => output::Signer::Bad(key_id, e.to_string()),
+    }
+}
+
 /// SOURCE_DATE_EPOCH (reproducible builds) or now.
 fn source_date_epoch() -> Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
@@ -295,6 +443,20 @@ pub fn render_error(err: &anyhow::Error) -> String {
 }
 
 pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+    let untrusted = err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<signing::SigningError>(),
+            Some(
+                signing::SigningError::Unsigned
+                    | signing::SigningError::Untrusted { .. }
+                    | signing::SigningError::BadSignature { .. }
+                    | signing::SigningError::MalformedSignature(_)
+            )
+        )
+    });
+    if untrusted {
+        return ExitCode::from(EXIT_UNTRUSTED);
+    }
     let integrity = err.chain().any(|c| {
         matches!(
             c.downcast_ref::<BundleError>(),

@@ -109,7 +109,37 @@ pub fn create_summary(report: &CreateReport) -> String {
     )
 }
 
-pub fn inspect_table(reader: &BundleReader) -> String {
+/// What `inspect` says about the signature.
+pub enum Signer {
+    Unsigned,
+    Trusted(String),
+    Untrusted(String),
+    Bad(String, String),
+}
+
+impl Signer {
+    fn describe(&self) -> String {
+        match self {
+            Signer::Unsigned => "no".into(),
+            Signer::Trusted(k) => format!("key {k} (trusted here)"),
+            Signer::Untrusted(k) => format!(
+                "key {k} (NOT trusted here: add its .pub with --trust or to a trust.d directory)"
+            ),
+            Signer::Bad(k, e) => format!("key {k}: BAD SIGNATURE: {e}"),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Signer::Unsigned => serde_json::Value::Null,
+            Signer::Trusted(k) => json!({"keyId": k, "trusted": true}),
+            Signer::Untrusted(k) => json!({"keyId": k, "trusted": false}),
+            Signer::Bad(k, e) => json!({"keyId": k, "trusted": false, "error": e}),
+        }
+    }
+}
+
+pub fn inspect_table(reader: &BundleReader, signer: &Signer) -> String {
     let index = &reader.index;
     let sizes = index.size_summary();
     let mut out = String::new();
@@ -119,14 +149,7 @@ pub fn inspect_table(reader: &BundleReader) -> String {
         index.name, index.format, index.tool
     ));
     out.push_str(&format!("Created:  {}\n", index.created));
-    out.push_str(&format!(
-        "Signed:   {}\n",
-        if reader.signature.is_some() {
-            "yes"
-        } else {
-            "no"
-        }
-    ));
+    out.push_str(&format!("Signed:   {}\n", signer.describe()));
     out.push_str(&format!(
         "Size:     {} on disk; {} of layers shared between images/platforms (saved {})\n",
         human_bytes(reader.file_len),
@@ -198,7 +221,7 @@ fn table(headers: &[&str; 6], rows: &[[String; 6]]) -> String {
     out
 }
 
-pub fn inspect_json(reader: &BundleReader) -> serde_json::Value {
+pub fn inspect_json(reader: &BundleReader, signer: &Signer) -> serde_json::Value {
     let index = &reader.index;
     let sizes = index.size_summary();
     json!({
@@ -209,6 +232,7 @@ pub fn inspect_json(reader: &BundleReader) -> serde_json::Value {
         "created": index.created,
         "bytes": reader.file_len,
         "signed": reader.signature.is_some(),
+        "signer": signer.json(),
         "sharedBytes": sizes.shared_bytes,
         "dedupSavedBytes": sizes.saved_bytes,
         "platforms": index.platforms().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
