@@ -9,6 +9,8 @@
 pub mod bundle;
 pub mod digest;
 pub mod docker;
+pub mod engine;
+pub mod extract;
 pub mod platform;
 pub mod probe;
 pub mod progress;

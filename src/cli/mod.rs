@@ -10,6 +10,7 @@ use archpack::probe;
 use archpack::progress::Progress;
 use archpack::signing::{self, SigningKey, TrustGate, TrustStore, Verdict};
 use archpack::source::{self, SourceRef};
+use archpack::{engine, extract};
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -56,6 +57,10 @@ enum Command {
         #[command(flatten)]
         trust: TrustArgs,
     },
+    /// Load the images for this host's platform into the Docker engine.
+    Load(LoadArgs),
+    /// Write one platform of a bundle as a docker-archive or an OCI archive.
+    Extract(ExtractArgs),
     /// Make a signing key pair in minisign's format: PREFIX.key (secret) and PREFIX.pub.
     Keygen {
         /// Path prefix for the two files.
@@ -83,6 +88,54 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    bundle: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Load this platform instead of the detected one (e.g. linux/arm/v7).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Load only these images (logical names; repeatable). Default: all.
+    #[arg(long = "image", value_name = "NAME")]
+    images: Vec<String>,
+    /// Show what would be loaded, the bytes and the free space; load nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Machine-readable result.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ArchiveFormat {
+    /// `docker load` / podman: manifest.json, plain layers.
+    DockerArchive,
+    /// containerd `ctr images import`, k3s agent/images: OCI layout, zstd layers.
+    OciArchive,
+}
+
+#[derive(clap::Args)]
+struct ExtractArgs {
+    bundle: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// The platform to write (default: the detected one).
+    #[arg(long)]
+    platform: Option<String>,
+    #[arg(long, value_enum, default_value = "docker-archive")]
+    format: ArchiveFormat,
+    /// Output file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Only these images (logical names; repeatable).
+    #[arg(long = "image", value_name = "NAME")]
+    images: Vec<String>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Which signers to trust.
@@ -161,6 +214,8 @@ pub fn run() -> Result<ExitCode> {
     let progress = output::Bars::new(cli.quiet);
     match cli.command {
         Command::Create(args) => create(args, &progress),
+        Command::Load(args) => load(args, &progress),
+        Command::Extract(args) => extract_command(args, &progress),
         Command::Inspect {
             bundle,
             json,
@@ -206,10 +261,7 @@ pub fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { bundle, trust } => {
-            let store = trust.store()?;
-            let gate = TrustGate::new(&store, trust.allow_unsigned);
-            let reader = BundleReader::open_checked(&bundle, &gate)?;
-            let signer = describe_verdict(gate.verdict());
+            let (reader, signer) = open_trusted(&bundle, &trust)?;
             let report = reader.verify(&progress)?;
             println!(
                 "{}: OK: {signer}; {} members, {} verified",
@@ -220,6 +272,87 @@ pub fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Opens a bundle after the trust decision; says who signed it.
+fn open_trusted(path: &std::path::Path, trust: &TrustArgs) -> Result<(BundleReader, String)> {
+    let store = trust.store()?;
+    let gate = TrustGate::new(&store, trust.allow_unsigned);
+    let reader = BundleReader::open_checked(path, &gate)?;
+    Ok((reader, describe_verdict(gate.verdict())))
+}
+
+fn load(args: LoadArgs, progress: &output::Bars) -> Result<ExitCode> {
+    let (reader, signer) = open_trusted(&args.bundle, &args.trust)?;
+    progress.note(&format!("{}: {signer}", args.bundle.display()));
+    let engine = archpack::docker::Engine::connect()?;
+    let decision = match &args.platform {
+        Some(p) => probe::forced(&p.parse::<Platform>().context("--platform")?),
+        None => probe::decide(&probe::collect_with_engine(Ok(&engine)))?,
+    };
+    let selected = extract::select(&reader.index, &decision, &args.images)?;
+    let state = engine::engine_state(&engine)?;
+    let plan = engine::plan(&reader, &selected, &state)?;
+    engine::check_space(&plan, &state)?;
+    let mut sent = 0;
+    if !args.dry_run {
+        sent = engine::send(&engine, &reader, &selected, &plan, progress)?;
+        engine::tag_and_check(&engine, &selected)?;
+    }
+    let report = output::LoadReport {
+        decision: &decision,
+        selected: &selected,
+        plan: &plan,
+        state: &state,
+        dry_run: args.dry_run,
+        archive_bytes_sent: sent,
+        bundle_bytes_read: reader.bytes_read(),
+        signer,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.json())?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn extract_command(args: ExtractArgs, progress: &output::Bars) -> Result<ExitCode> {
+    let (reader, _) = open_trusted(&args.bundle, &args.trust)?;
+    let decision = match &args.platform {
+        Some(p) => probe::forced(&p.parse::<Platform>().context("--platform")?),
+        None => {
+            let engine = archpack::docker::Engine::connect();
+            probe::decide(&probe::collect_with_engine(
+                engine.as_ref().map_err(|e| e.to_string()),
+            ))?
+        }
+    };
+    let selected = extract::select(&reader.index, &decision, &args.images)?;
+    let stats = match args.format {
+        ArchiveFormat::DockerArchive => {
+            extract::docker_archive_file(&reader, &selected, &args.output, args.force, 0, progress)?
+        }
+        ArchiveFormat::OciArchive => {
+            extract::oci_archive_file(&reader, &selected, &args.output, args.force, 0, progress)?
+        }
+    };
+    println!(
+        "wrote {}: {} image{} for {}, {} layers, {}",
+        args.output.display(),
+        stats.images,
+        if stats.images == 1 { "" } else { "s" },
+        selected
+            .iter()
+            .map(|s| s.entry.platform.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(", "),
+        stats.layers_sent,
+        output::human_bytes(stats.bytes_written)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn create(args: CreateArgs, progress: &output::Bars) -> Result<ExitCode> {
@@ -442,6 +575,14 @@ pub fn render_error(err: &anyhow::Error) -> String {
     s
 }
 
+/// A blob failed its check while being read (transparent wrappers hide it from chains).
+fn is_corrupt_blob(e: Option<&extract::ExtractError>) -> bool {
+    matches!(
+        e,
+        Some(extract::ExtractError::Corrupt { .. } | extract::ExtractError::Truncated { .. })
+    )
+}
+
 pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
     let untrusted = err.chain().any(|c| {
         matches!(
@@ -466,7 +607,11 @@ pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
                     | BundleError::BadMember { .. }
                     | BundleError::BadIndex { .. }
             )
-        )
+        ) || is_corrupt_blob(c.downcast_ref::<extract::ExtractError>())
+            || is_corrupt_blob(match c.downcast_ref::<engine::LoadError>() {
+                Some(engine::LoadError::Extract(e)) => Some(e),
+                _ => None,
+            })
     });
     ExitCode::from(if integrity {
         EXIT_INTEGRITY

@@ -1,6 +1,8 @@
 //! What the CLI prints: progress bars on stderr, tables and JSON on stdout.
 
 use archpack::bundle::{BundleReader, CreateReport};
+use archpack::engine::{EngineState, LoadPlan};
+use archpack::extract::Selected;
 use archpack::platform::Platform;
 use archpack::probe::{self, DecidedBy, Decision, ProbeInputs};
 use archpack::progress::Progress;
@@ -335,4 +337,105 @@ pub fn platform_json(
         })),
         "bundlePlatform": chosen.map(|p| p.to_string()),
     })
+}
+
+/// The result of `load` (or of `load --dry-run`).
+pub struct LoadReport<'a> {
+    pub decision: &'a Decision,
+    pub selected: &'a [Selected<'a>],
+    pub plan: &'a LoadPlan,
+    pub state: &'a EngineState,
+    pub dry_run: bool,
+    pub archive_bytes_sent: u64,
+    pub bundle_bytes_read: u64,
+    pub signer: String,
+}
+
+impl LoadReport<'_> {
+    fn status(&self, s: &Selected) -> &'static str {
+        match (
+            self.plan.skip.images.contains(&s.entry.config),
+            self.dry_run,
+        ) {
+            (true, _) => "already present",
+            (false, true) => "would load",
+            (false, false) => "loaded",
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let rows: Vec<[String; 6]> = self
+            .selected
+            .iter()
+            .map(|s| {
+                [
+                    s.image.name.clone(),
+                    s.entry.platform.to_string(),
+                    s.entry.config.short(),
+                    self.status(s).to_string(),
+                    s.tags().join(","),
+                    String::new(),
+                ]
+            })
+            .collect();
+        let mut out = format!(
+            "host platform {} (decided by {:?}); {}\n\n",
+            self.decision.platform, self.decision.decided_by, self.signer
+        )
+        .to_lowercase();
+        out.push_str(&table(
+            &["IMAGE", "PLATFORM", "IMAGE ID", "STATUS", "TAGS", ""],
+            &rows,
+        ));
+        out.push_str(&format!(
+            "\n{} {} in {} layers ({} layers already present{}); read {} of the bundle\n",
+            if self.dry_run { "would send" } else { "sent" },
+            human_bytes(if self.dry_run {
+                self.plan.bytes_to_send
+            } else {
+                self.archive_bytes_sent
+            }),
+            self.plan.layers_to_send,
+            self.plan.layers_present,
+            if self.state.containerd_store {
+                "; containerd image store: every layer is sent"
+            } else {
+                ""
+            },
+            human_bytes(self.bundle_bytes_read),
+        ));
+        if let Some(free) = self.plan.free_space {
+            out.push_str(&format!(
+                "engine root {}: {} free, about {} needed\n",
+                self.state.root_dir.as_deref().unwrap_or("?"),
+                human_bytes(free),
+                human_bytes(archpack::engine::space_needed(self.plan))
+            ));
+        }
+        out
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "platform": self.decision.platform.to_string(),
+            "decidedBy": self.decision.decided_by,
+            "dryRun": self.dry_run,
+            "signer": self.signer,
+            "images": self.selected.iter().map(|s| json!({
+                "name": s.image.name,
+                "platform": s.entry.platform.to_string(),
+                "imageId": s.entry.config,
+                "status": self.status(s),
+                "tags": s.tags(),
+            })).collect::<Vec<_>>(),
+            "bytesToSend": self.plan.bytes_to_send,
+            "archiveBytesSent": self.archive_bytes_sent,
+            "layersToSend": self.plan.layers_to_send,
+            "layersPresent": self.plan.layers_present,
+            "bundleBytesRead": self.bundle_bytes_read,
+            "containerdStore": self.state.containerd_store,
+            "freeSpace": self.plan.free_space,
+            "engineRoot": self.state.root_dir,
+        })
+    }
 }

@@ -198,3 +198,118 @@ pub fn wait_with_max_rss(mut child: std::process::Child) -> (i32, u64) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// A throwaway engine of the test's own (scripts/engine.sh), stopped and removed on drop.
+pub struct TestEngine {
+    pub dir: tempfile::TempDir,
+    pub host: String,
+}
+
+impl TestEngine {
+    pub fn start() -> TestEngine {
+        let dir = tempfile::Builder::new()
+            .prefix("ap-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let out = std::process::Command::new(script("engine.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "engine.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let host = format!("unix://{}/docker.sock", dir.path().display());
+        TestEngine { dir, host }
+    }
+
+    pub fn archpack(&self) -> Command {
+        let mut c = archpack();
+        c.env("DOCKER_HOST", &self.host);
+        c
+    }
+
+    pub fn docker(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", &self.host)
+            .output()
+            .unwrap()
+    }
+
+    /// `docker image inspect -f FORMAT NAME`, or None when the engine lacks it.
+    pub fn inspect(&self, name: &str, format: &str) -> Option<String> {
+        let out = self.docker(&["image", "inspect", "-f", format, name]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Every tag in the engine.
+    pub fn tags(&self) -> Vec<String> {
+        let out = self.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        assert!(out.status.success());
+        let mut t: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        t.sort();
+        t
+    }
+
+    pub fn stop(&self) {
+        let _ = std::process::Command::new(script("engine.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+impl Drop for TestEngine {
+    fn drop(&mut self) {
+        self.stop();
+        // overlay mounts under the data root must go before the directory can.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+            let root = self.dir.path().display().to_string();
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|p| p.starts_with(&root))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = std::process::Command::new("umount")
+                    .args(["-l", p])
+                    .status();
+            }
+        }
+    }
+}
+
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+/// A bundle of the four fixture images (svc and other, amd64 and arm64).
+pub fn fixture_bundle(dir: &Path, extra: &[&str]) -> PathBuf {
+    let bundle = dir.join("app.archpack");
+    archpack()
+        .args(["create", "-q", "-o"])
+        .arg(&bundle)
+        .args(extra)
+        .args(
+            ["svc-amd64", "svc-arm64", "other-amd64", "other-arm64"].map(|f| {
+                format!(
+                    "docker-archive:{}",
+                    fixtures().join(format!("{f}.tar")).display()
+                )
+            }),
+        )
+        .assert()
+        .success();
+    bundle
+}

@@ -1,0 +1,419 @@
+//! `load` and `extract` against real throwaway engines (one per test, so "empty",
+//! "already present" and "nothing tagged" are exact).
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn native() -> &'static str {
+    if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else {
+        "arm64"
+    }
+}
+
+fn load_json(engine: &TestEngine, bundle: &Path, extra: &[&str]) -> Value {
+    let out = engine
+        .archpack()
+        .args(["load", "--allow-unsigned", "--json"])
+        .args(extra)
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn statuses(v: &Value) -> Vec<(String, String)> {
+    v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn load_on_an_empty_engine_then_reload_sends_nothing() {
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    let ids = image_ids(&bundle);
+
+    let v = load_json(&engine, &bundle, &[]);
+    assert_eq!(v["decidedBy"], "engine");
+    assert_eq!(
+        statuses(&v),
+        [
+            ("other:v2".to_string(), "loaded".to_string()),
+            ("svc:v1.0".to_string(), "loaded".to_string())
+        ]
+    );
+    for (name, tag) in [
+        ("svc:v1.0", "svc:v1.0-amd64"),
+        ("other:v2", "other:v2-amd64"),
+    ] {
+        let (_, _, want) = ids
+            .iter()
+            .find(|(n, p, _)| n == name && p.contains(native()))
+            .unwrap();
+        assert_eq!(
+            engine.inspect(name, "{{.Id}}").as_deref(),
+            Some(want.as_str())
+        );
+        assert_eq!(
+            engine.inspect(name, "{{.Architecture}}").as_deref(),
+            Some(native())
+        );
+        if native() == "amd64" {
+            assert_eq!(
+                engine.inspect(tag, "{{.Id}}").as_deref(),
+                Some(want.as_str())
+            );
+        }
+    }
+    // The loaded image runs.
+    let run = engine.docker(&[
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "svc:v1.0",
+        "cat",
+        "/etc/app/svc.conf",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "service=svc");
+
+    let again = load_json(&engine, &bundle, &[]);
+    assert_eq!(again["archiveBytesSent"], 0);
+    assert!(statuses(&again).iter().all(|(_, s)| s == "already present"));
+}
+
+#[test]
+fn a_partial_earlier_load_is_completed_with_only_the_missing_layers() {
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    let first = load_json(&engine, &bundle, &["--image", "svc:v1.0"]);
+    assert_eq!(statuses(&first), [("svc:v1.0".into(), "loaded".into())]);
+    let second = load_json(&engine, &bundle, &[]);
+    assert_eq!(
+        statuses(&second),
+        [
+            ("other:v2".to_string(), "loaded".to_string()),
+            ("svc:v1.0".to_string(), "already present".to_string())
+        ]
+    );
+    // other shares its base and app layers with svc: only its own layer travels.
+    assert_eq!(second["layersPresent"], 2);
+    assert_eq!(second["layersToSend"], 1);
+    assert!(engine.inspect("other:v2", "{{.Id}}").is_some());
+}
+
+#[test]
+fn two_loads_of_the_same_bundle_at_once_both_end_correct() {
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    let spawn = || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("archpack"))
+            .env("DOCKER_HOST", &engine.host)
+            .args(["load", "-q", "--allow-unsigned"])
+            .arg(&bundle)
+            .output()
+            .unwrap()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let ids = image_ids(&bundle);
+    for name in ["svc:v1.0", "other:v2"] {
+        let (_, _, want) = ids
+            .iter()
+            .find(|(n, p, _)| n == name && p.contains(native()))
+            .unwrap();
+        assert_eq!(
+            engine.inspect(name, "{{.Id}}").as_deref(),
+            Some(want.as_str())
+        );
+    }
+    // Nothing duplicated: one image per config.
+    let out = engine.docker(&["images", "-q", "--no-trunc"]);
+    let mut unique: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 2);
+}
+
+#[test]
+fn platform_override_loads_arm64_on_this_host_and_reads_only_its_bytes() {
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    let v = load_json(&engine, &bundle, &["--platform", "linux/arm64"]);
+    assert_eq!(v["platform"], "linux/arm64/v8");
+    assert_eq!(
+        engine.inspect("svc:v1.0", "{{.Architecture}}").as_deref(),
+        Some("arm64")
+    );
+    assert_eq!(
+        engine.inspect("other:v2", "{{.Architecture}}").as_deref(),
+        Some("arm64")
+    );
+    assert_eq!(
+        engine.inspect("svc:v1.0-arm64", "{{.Id}}"),
+        engine.inspect("svc:v1.0", "{{.Id}}")
+    );
+
+    // Bytes read ≤ 1.01 × (front region + the chosen platform's blobs).
+    let index = bundle_index(&bundle);
+    let mut needed: std::collections::HashSet<&str> = Default::default();
+    for image in index["images"].as_array().unwrap() {
+        for p in image["platforms"].as_array().unwrap() {
+            if p["platform"]["architecture"] == "arm64" {
+                needed.insert(p["config"].as_str().unwrap());
+                for l in p["layers"].as_array().unwrap() {
+                    needed.insert(l.as_str().unwrap());
+                }
+            }
+        }
+    }
+    let members = index["members"].as_array().unwrap();
+    let blob_bytes: u64 = members
+        .iter()
+        .filter(|m| needed.contains(m["digest"].as_str().unwrap()))
+        .map(|m| m["size"].as_u64().unwrap())
+        .sum();
+    let front = members[0]["offset"].as_u64().unwrap() - 512;
+    let read = v["bundleBytesRead"].as_u64().unwrap();
+    assert!(
+        read as f64 <= 1.01 * (front + blob_bytes) as f64,
+        "read {read} bytes for {front} + {blob_bytes} needed"
+    );
+    let total = std::fs::metadata(&bundle).unwrap().len();
+    assert!(read < total * 3 / 4, "read {read} of {total}");
+}
+
+#[test]
+fn a_bundle_without_the_host_platform_is_refused_with_nothing_loaded() {
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &["--platform", "linux/s390x,linux/arm64"]);
+    if native() != "amd64" {
+        return;
+    }
+    engine
+        .archpack()
+        .args(["load", "--allow-unsigned"])
+        .arg(&bundle)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("this host runs linux/amd64"))
+        .stderr(predicate::str::contains(
+            "the bundle has only linux/arm64/v8",
+        ));
+    assert!(engine.tags().is_empty());
+}
+
+/// Flips a byte in the middle of the first layer member whose platform matches.
+fn corrupt_layer_of(bundle: &Path, arch: &str) -> String {
+    let index = bundle_index(bundle);
+    let mut only_this: Vec<&str> = Vec::new();
+    let platforms: Vec<&Value> = index["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["platforms"].as_array().unwrap())
+        .collect();
+    for p in &platforms {
+        if p["platform"]["architecture"] != arch {
+            continue;
+        }
+        for l in p["layers"].as_array().unwrap() {
+            let l = l.as_str().unwrap();
+            let elsewhere = platforms.iter().any(|q| {
+                q["platform"]["architecture"] != arch
+                    && q["layers"].as_array().unwrap().iter().any(|x| x == l)
+            });
+            if !elsewhere {
+                only_this.push(l);
+            }
+        }
+    }
+    let m = index["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| only_this.contains(&m["digest"].as_str().unwrap()))
+        .unwrap();
+    let at = (m["offset"].as_u64().unwrap() + m["size"].as_u64().unwrap() / 2) as usize;
+    let mut bytes = std::fs::read(bundle).unwrap();
+    bytes[at] ^= 0x10;
+    std::fs::write(bundle, bytes).unwrap();
+    m["name"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_corrupt_layer_of_the_chosen_platform_is_refused_and_nothing_is_tagged() {
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    let name = corrupt_layer_of(&bundle, native());
+    engine
+        .archpack()
+        .args(["load", "--allow-unsigned"])
+        .arg(&bundle)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(name.as_str()))
+        .stderr(predicate::str::contains("nothing was loaded"));
+    assert!(engine.tags().is_empty(), "tagged: {:?}", engine.tags());
+    let out = engine.docker(&["images", "-aq"]);
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+}
+
+#[test]
+fn a_corrupt_layer_of_another_platform_is_never_read_but_verify_catches_it() {
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    let other = if native() == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let name = corrupt_layer_of(&bundle, other);
+    let v = load_json(&engine, &bundle, &[]);
+    assert!(statuses(&v).iter().all(|(_, s)| s == "loaded"));
+    archpack()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&bundle)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(name.as_str()));
+}
+
+#[test]
+fn a_stopped_engine_is_a_clear_error() {
+    let engine = TestEngine::start();
+    engine.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    engine
+        .archpack()
+        .args(["load", "--allow-unsigned"])
+        .arg(&bundle)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot reach the docker engine"));
+}
+
+#[test]
+fn extracted_archives_load_into_docker_and_read_in_skopeo() {
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    let ids = image_ids(&bundle);
+    let docker_tar = dir.path().join("app-arm64.tar");
+    archpack()
+        .args([
+            "extract",
+            "--allow-unsigned",
+            "--platform",
+            "linux/arm64",
+            "--format",
+            "docker-archive",
+            "-o",
+        ])
+        .arg(&docker_tar)
+        .arg(&bundle)
+        .assert()
+        .success();
+    let out = engine.docker(&["load", "-i", docker_tar.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["svc:v1.0", "other:v2"] {
+        let (_, _, want) = ids
+            .iter()
+            .find(|(n, p, _)| n == name && p.contains("arm64"))
+            .unwrap();
+        assert_eq!(
+            engine.inspect(name, "{{.Id}}").as_deref(),
+            Some(want.as_str())
+        );
+    }
+
+    let oci_tar = dir.path().join("app-arm64.oci.tar");
+    archpack()
+        .args([
+            "extract",
+            "--allow-unsigned",
+            "--platform",
+            "linux/arm64",
+            "--format",
+            "oci-archive",
+            "--image",
+            "svc:v1.0",
+            "-o",
+        ])
+        .arg(&oci_tar)
+        .arg(&bundle)
+        .assert()
+        .success();
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--override-arch", "arm64"])
+        .arg(format!("oci-archive:{}:svc:v1.0", oci_tar.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Architecture"], "arm64");
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 3);
+
+    // An existing output is kept without --force.
+    archpack()
+        .args([
+            "extract",
+            "--allow-unsigned",
+            "--platform",
+            "linux/arm64",
+            "-o",
+        ])
+        .arg(&oci_tar)
+        .arg(&bundle)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--force"));
+}
