@@ -417,3 +417,44 @@ fn extracted_archives_load_into_docker_and_read_in_skopeo() {
         .code(1)
         .stderr(predicate::str::contains("--force"));
 }
+
+#[test]
+fn load_reads_a_bundle_from_stdin_and_refuses_a_truncated_stream() {
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    let out = engine
+        .archpack()
+        .args([
+            "load",
+            "--allow-unsigned",
+            "--json",
+            "--platform",
+            "linux/arm64",
+            "-",
+        ])
+        .pipe_stdin(&bundle)
+        .unwrap()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        engine.inspect("svc:v1.0", "{{.Architecture}}").as_deref(),
+        Some("arm64")
+    );
+
+    let other = TestEngine::start();
+    let bytes = std::fs::read(&bundle).unwrap();
+    other
+        .archpack()
+        .args(["load", "--allow-unsigned", "-"])
+        .write_stdin(bytes[..bytes.len() * 2 / 3].to_vec())
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("truncated"));
+    assert!(other.tags().is_empty());
+}

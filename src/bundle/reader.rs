@@ -12,9 +12,10 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 pub struct BundleReader {
-    file: File,
+    backing: Backing,
     pub path: PathBuf,
     pub index: BundleIndex,
     /// The index member's exact bytes: what the signature covers.
@@ -70,8 +71,28 @@ impl BundleReader {
         };
         let file = File::open(path).map_err(io_err)?;
         let file_len = file.metadata().map_err(io_err)?.len();
+        Self::open_backing(Backing::File(file), path, file_len, gate)
+    }
+
+    /// Opens a bundle arriving on a stream (`load -`): members can then only be read
+    /// in file order, and what lies between them is read through and dropped.
+    pub fn open_stream(
+        stream: Box<dyn Read + Send>,
+        label: &Path,
+        gate: &dyn IndexGate,
+    ) -> Result<BundleReader, BundleError> {
+        let backing = Backing::Stream(Mutex::new(StreamState { stream, pos: 0 }));
+        Self::open_backing(backing, label, u64::MAX, gate)
+    }
+
+    fn open_backing(
+        backing: Backing,
+        path: &Path,
+        file_len: u64,
+        gate: &dyn IndexGate,
+    ) -> Result<BundleReader, BundleError> {
         let mut reader = BundleReader {
-            file,
+            backing,
             path: path.to_path_buf(),
             index: BundleIndex::empty(),
             index_bytes: Vec::new(),
@@ -233,7 +254,7 @@ impl BundleReader {
 
     fn header_at(&self, offset: u64) -> Result<tarfmt::ParsedHeader, String> {
         let mut block = [0u8; BLOCK as usize];
-        self.file
+        self.backing
             .read_exact_at(&mut block, offset)
             .map_err(|e| e.to_string())?;
         self.bytes_read.fetch_add(BLOCK, Ordering::Relaxed);
@@ -241,18 +262,25 @@ impl BundleReader {
     }
 
     fn read_exact_at(&self, member: &str, offset: u64, size: u64) -> Result<Vec<u8>, BundleError> {
-        if offset + size > self.file_len {
-            return Err(BundleError::Truncated {
-                path: self.path.clone(),
-                detail: format!("member {member} ends past the end of the file"),
-            });
+        let truncated = || BundleError::Truncated {
+            path: self.path.clone(),
+            detail: format!("member {member} ends past the end of the file"),
+        };
+        if offset.saturating_add(size) > self.file_len {
+            return Err(truncated());
         }
         let mut buf = vec![0u8; size as usize];
-        self.file
+        self.backing
             .read_exact_at(&mut buf, offset)
-            .map_err(|error| BundleError::Io {
-                path: self.path.clone(),
-                error,
+            .map_err(|error| {
+                if error.kind() == io::ErrorKind::UnexpectedEof {
+                    truncated()
+                } else {
+                    BundleError::Io {
+                        path: self.path.clone(),
+                        error,
+                    }
+                }
             })?;
         self.bytes_read.fetch_add(size, Ordering::Relaxed);
         Ok(buf)
@@ -368,7 +396,7 @@ impl Read for MemberReader<'_> {
         if want == 0 {
             return Ok(0);
         }
-        let n = self.bundle.file.read_at(&mut buf[..want], self.pos)?;
+        let n = self.bundle.backing.read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -380,5 +408,64 @@ impl Read for MemberReader<'_> {
             .bytes_read
             .fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+/// Where a bundle's bytes come from: a file (positional reads), or a stream read
+/// strictly forward.
+enum Backing {
+    File(File),
+    Stream(Mutex<StreamState>),
+}
+
+struct StreamState {
+    stream: Box<dyn Read + Send>,
+    pos: u64,
+}
+
+impl Backing {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self {
+            Backing::File(f) => f.read_at(buf, offset),
+            Backing::Stream(state) => {
+                let mut s = state
+                    .lock()
+                    .map_err(|_| io::Error::other("bundle stream lock poisoned"))?;
+                if offset < s.pos {
+                    return Err(io::Error::other(
+                        "a streamed bundle can only be read in file order",
+                    ));
+                }
+                let gap = offset - s.pos;
+                let skipped = io::copy(&mut (&mut s.stream).take(gap), &mut io::sink())?;
+                s.pos += skipped;
+                if skipped < gap {
+                    return Ok(0);
+                }
+                let n = s.stream.read(buf)?;
+                s.pos += n as u64;
+                Ok(n)
+            }
+        }
+    }
+
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "bundle truncated",
+                    ))
+                }
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }

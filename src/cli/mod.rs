@@ -92,6 +92,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct LoadArgs {
+    /// The bundle file, or - to read it from standard input.
     bundle: PathBuf,
     #[command(flatten)]
     trust: TrustArgs,
@@ -278,7 +279,12 @@ pub fn run() -> Result<ExitCode> {
 fn open_trusted(path: &std::path::Path, trust: &TrustArgs) -> Result<(BundleReader, String)> {
     let store = trust.store()?;
     let gate = TrustGate::new(&store, trust.allow_unsigned);
-    let reader = BundleReader::open_checked(path, &gate)?;
+    let reader = if path.as_os_str() == "-" {
+        let stdin = Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()));
+        BundleReader::open_stream(stdin, std::path::Path::new("(stdin)"), &gate)?
+    } else {
+        BundleReader::open_checked(path, &gate)?
+    };
     Ok((reader, describe_verdict(gate.verdict())))
 }
 
