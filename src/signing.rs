@@ -7,7 +7,7 @@
 
 use crate::bundle::{IndexGate, IndexSigner};
 use minisign::{KeyPair, PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -204,23 +204,15 @@ fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SigningError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |error| SigningError::Io {
+    use crate::fsutil::WriteError;
+    // Existence was checked (with --force) before the key pair was generated.
+    crate::fsutil::write_bytes(path, bytes, true, mode).map_err(|e| SigningError::Io {
         path: path.to_path_buf(),
-        error,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+        error: match e {
+            WriteError::Io { error, .. } | WriteError::Content(error) => error,
+            WriteError::Exists(_) => std::io::ErrorKind::AlreadyExists.into(),
+        },
+    })
 }
 
 /// A trusted public key and where it came from.

@@ -9,7 +9,7 @@ mod writer;
 
 pub use index::*;
 pub use reader::{AdmitAll, BundleReader, IndexGate, MemberReader, VerifyReport};
-pub use writer::{create, CreateOptions, CreateReport, IndexSigner, Input};
+pub use writer::{create, tool_string, CreateOptions, CreateReport, IndexSigner, Input, PlanEntry};
 
 use crate::digest::Digest;
 use crate::source::SourceError;
@@ -55,6 +55,8 @@ pub enum BundleError {
     },
     #[error("{from}: image has no tag to name it by; give it a name with --name NAME={from}")]
     NoName { from: String },
+    #[error("{0}")]
+    PlanRejected(String),
     #[error("no images to bundle{0}")]
     NoImages(String),
     #[error("signing the bundle index: {0}")]

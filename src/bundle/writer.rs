@@ -52,6 +52,16 @@ pub struct CreateOptions<'a> {
     pub platforms: Option<Vec<Platform>>,
     pub compose: Option<ComposeFiles>,
     pub signer: Option<&'a dyn IndexSigner>,
+    /// Called with the plan before anything is written; an error stops the create.
+    pub plan_check: Option<&'a dyn Fn(&[PlanEntry]) -> Result<(), String>>,
+}
+
+/// An image as planned: what a plan check (compose validation) gets to see.
+#[derive(Debug, Clone)]
+pub struct PlanEntry {
+    pub logical: String,
+    pub platform: Platform,
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -81,6 +91,17 @@ pub fn create(
         return Err(BundleError::OutputExists(opts.output.clone()));
     }
     let plan = plan(&inputs, opts)?;
+    if let Some(check) = opts.plan_check {
+        let entries: Vec<PlanEntry> = plan
+            .iter()
+            .map(|p| PlanEntry {
+                logical: p.logical.clone(),
+                platform: p.platform.clone(),
+                tags: image_of(&inputs, p).tags.clone(),
+            })
+            .collect();
+        check(&entries).map_err(BundleError::PlanRejected)?;
+    }
 
     // Layers in platform order, each diff_id once: layers of one platform lie together.
     let mut needed: Vec<Digest> = Vec::new();

@@ -10,7 +10,7 @@ use archpack::probe;
 use archpack::progress::Progress;
 use archpack::signing::{self, SigningKey, TrustGate, TrustStore, Verdict};
 use archpack::source::{self, SourceRef};
-use archpack::{engine, extract};
+use archpack::{compose, engine, extract};
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -61,6 +61,21 @@ enum Command {
     Load(LoadArgs),
     /// Write one platform of a bundle as a docker-archive or an OCI archive.
     Extract(ExtractArgs),
+    /// Print or write a bundle's compose file for a platform.
+    Compose {
+        bundle: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// The platform (default: the detected one).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Output file, or - for standard output.
+        #[arg(short, long, default_value = "-")]
+        output: PathBuf,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Make a signing key pair in minisign's format: PREFIX.key (secret) and PREFIX.pub.
     Keygen {
         /// Path prefix for the two files.
@@ -108,6 +123,19 @@ struct LoadArgs {
     /// Machine-readable result.
     #[arg(long)]
     json: bool,
+    /// Write the bundle's compose file for this host here (template + this platform's
+    /// override, images pinned).
+    #[arg(long, value_name = "FILE")]
+    compose_out: Option<PathBuf>,
+    /// Replace an existing --compose-out file.
+    #[arg(long, requires = "compose_out")]
+    force: bool,
+    /// After loading, start the services with compose v2 and wait until healthy.
+    #[arg(long, requires = "compose_out")]
+    up: bool,
+    /// How long --up waits for services to become healthy, in seconds.
+    #[arg(long, default_value_t = 300, requires = "up")]
+    up_timeout: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -216,6 +244,25 @@ pub fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Create(args) => create(args, &progress),
         Command::Load(args) => load(args, &progress),
+        Command::Compose {
+            bundle,
+            trust,
+            platform,
+            output: out,
+            force,
+        } => {
+            let (reader, _) = open_trusted(&bundle, &trust)?;
+            let decision = host_decision(platform.as_deref())?.1;
+            let selected = extract::select(&reader.index, &decision, &[])?;
+            let text = render_compose(&reader, &selected)?;
+            if out.as_os_str() == "-" {
+                print!("{text}");
+            } else {
+                archpack::fsutil::write_bytes(&out, text.as_bytes(), force, 0o644)?;
+                println!("wrote {}", out.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Extract(args) => extract_command(args, &progress),
         Command::Inspect {
             bundle,
@@ -297,6 +344,19 @@ fn load(args: LoadArgs, progress: &output::Bars) -> Result<ExitCode> {
         None => probe::decide(&probe::collect_with_engine(Ok(&engine)))?,
     };
     let selected = extract::select(&reader.index, &decision, &args.images)?;
+    // The compose file is rendered before anything is sent: its errors come first.
+    let compose_text = match &args.compose_out {
+        Some(path) => {
+            if path.exists() && !args.force {
+                bail!(
+                    "{}: already exists; pass --force to replace it",
+                    path.display()
+                );
+            }
+            Some(render_compose(&reader, &selected)?)
+        }
+        None => None,
+    };
     let state = engine::engine_state(&engine)?;
     let plan = engine::plan(&reader, &selected, &state)?;
     engine::check_space(&plan, &state)?;
@@ -304,6 +364,10 @@ fn load(args: LoadArgs, progress: &output::Bars) -> Result<ExitCode> {
     if !args.dry_run {
         sent = engine::send(&engine, &reader, &selected, &plan, progress)?;
         engine::tag_and_check(&engine, &selected)?;
+    }
+    if let (Some(path), Some(text), false) = (&args.compose_out, &compose_text, args.dry_run) {
+        archpack::fsutil::write_bytes(path, text.as_bytes(), args.force, 0o644)?;
+        progress.note(&format!("wrote {}", path.display()));
     }
     let report = output::LoadReport {
         decision: &decision,
@@ -320,7 +384,46 @@ fn load(args: LoadArgs, progress: &output::Bars) -> Result<ExitCode> {
     } else {
         print!("{}", report.text());
     }
+    if let (true, Some(path)) = (args.up && !args.dry_run, &args.compose_out) {
+        let project = reader.index.name.to_lowercase().replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+            "-",
+        );
+        progress.note(&format!(
+            "starting the services of {} and waiting until healthy",
+            path.display()
+        ));
+        let services = compose::up(path, &project, args.up_timeout)?;
+        print!("{}", output::services_table(&services));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bundle's compose file for the selected images' platforms.
+fn render_compose(reader: &BundleReader, selected: &[extract::Selected]) -> Result<String> {
+    let files = reader
+        .index
+        .compose
+        .as_ref()
+        .ok_or(compose::ComposeError::NoTemplate)?;
+    let platform = selected
+        .first()
+        .map(|s| s.entry.platform.clone())
+        .context("no image selected")?;
+    let chosen = |logical: &str| {
+        selected
+            .iter()
+            .find(|s| s.image.name == logical)
+            .map(|s| s.entry.platform.clone())
+    };
+    let header = compose::header(&reader.index, &platform);
+    Ok(compose::render(
+        files,
+        &compose::Carried::from_index(&reader.index),
+        &platform,
+        &chosen,
+        &header,
+    )?)
 }
 
 fn extract_command(args: ExtractArgs, progress: &output::Bars) -> Result<ExitCode> {
@@ -412,6 +515,13 @@ fn create(args: CreateArgs, progress: &output::Bars) -> Result<ExitCode> {
         }
         None => None,
     };
+    let compose_check = |plan: &[bundle::PlanEntry]| -> Result<(), String> {
+        match &compose {
+            Some(files) => compose::validate(files, &compose::Carried::from_plan(plan))
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    };
     let opts = CreateOptions {
         output: args.output.clone(),
         force: args.force,
@@ -420,8 +530,9 @@ fn create(args: CreateArgs, progress: &output::Bars) -> Result<ExitCode> {
         bundle_name,
         created,
         platforms,
-        compose,
+        compose: compose.clone(),
         signer: signer.as_ref().map(|s| s as &dyn bundle::IndexSigner),
+        plan_check: Some(&compose_check),
     };
     let report = bundle::create(inputs, &opts, progress)?;
     print!("{}", output::create_summary(&report));

@@ -439,3 +439,27 @@ impl LoadReport<'_> {
         })
     }
 }
+
+pub fn services_table(services: &[archpack::compose::ServiceState]) -> String {
+    let rows: Vec<[String; 6]> = services
+        .iter()
+        .map(|s| {
+            [
+                s.service.clone(),
+                s.state.clone(),
+                if s.health.is_empty() {
+                    "(no healthcheck)".into()
+                } else {
+                    s.health.clone()
+                },
+                String::new(),
+                String::new(),
+                String::new(),
+            ]
+        })
+        .collect();
+    format!(
+        "\n{}",
+        table(&["SERVICE", "STATE", "HEALTH", "", "", ""], &rows)
+    )
+}

@@ -1,0 +1,78 @@
+//! Writing output files so that an interrupted or failed write leaves nothing at the
+//! destination: a temporary file beside it, synced, renamed into place, directory synced.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError<E: std::error::Error + 'static> {
+    #[error("{0}: already exists; pass --force to replace it")]
+    Exists(PathBuf),
+    #[error("writing {path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
+    #[error(transparent)]
+    Content(E),
+}
+
+/// Creates `path` from what `fill` writes into a temporary file beside it. Without
+/// `force` an existing file is kept (checked first, and again atomically at the end).
+pub fn write_atomically<T, E: std::error::Error + 'static>(
+    path: &Path,
+    force: bool,
+    mode: u32,
+    fill: impl FnOnce(&File) -> Result<T, E>,
+) -> Result<T, WriteError<E>> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() && !force {
+        return Err(WriteError::Exists(path.to_path_buf()));
+    }
+    let io_err = |error: io::Error| WriteError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempfile_in(&dir)
+        .map_err(io_err)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io_err)?;
+    let value = fill(tmp.as_file()).map_err(WriteError::Content)?;
+    tmp.as_file().sync_all().map_err(io_err)?;
+    if force {
+        tmp.persist(path).map_err(|e| io_err(e.error))?;
+    } else {
+        tmp.persist_noclobber(path).map_err(|e| {
+            if e.error.kind() == io::ErrorKind::AlreadyExists {
+                WriteError::Exists(path.to_path_buf())
+            } else {
+                io_err(e.error)
+            }
+        })?;
+    }
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(value)
+}
+
+/// `write_atomically` for bytes already in memory.
+pub fn write_bytes(
+    path: &Path,
+    bytes: &[u8],
+    force: bool,
+    mode: u32,
+) -> Result<(), WriteError<io::Error>> {
+    use std::io::Write;
+    write_atomically(path, force, mode, |mut f| f.write_all(bytes))
+}
