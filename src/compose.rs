@@ -98,7 +98,7 @@ impl Carried {
         };
         self.images
             .iter()
-            .find(|(name, img)| **name == with_tag || img.aliases.iter().any(|a| *a == with_tag))
+            .find(|(name, img)| **name == with_tag || img.aliases.contains(&with_tag))
             .map(|(name, _)| name.as_str())
     }
 
