@@ -627,8 +627,7 @@ pub fn up(
             command: format!("{} up", compose.join(" ")),
             detail: String::from_utf8_lossy(&out.stderr)
                 .lines()
-                .filter(|l| !l.trim().is_empty())
-                .last()
+                .rfind(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .trim()
                 .to_string(),
