@@ -53,11 +53,11 @@ pub struct CreateOptions<'a> {
     pub compose: Option<ComposeFiles>,
     pub signer: Option<&'a dyn IndexSigner>,
     /// Called with the plan before anything is written; an error stops the create.
-    pub plan_check: Option<&'a PlanCheck>,
+    pub plan_check: Option<&'a PlanCheck<'a>>,
 }
 
 /// A check of the plan before anything is written (compose validation).
-pub type PlanCheck = dyn Fn(&[PlanEntry]) -> Result<(), String>;
+pub type PlanCheck<'a> = dyn Fn(&[PlanEntry]) -> Result<(), String> + 'a;
 
 /// An image as planned: what a plan check (compose validation) gets to see.
 #[derive(Debug, Clone)]
