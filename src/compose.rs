@@ -608,20 +608,36 @@ pub fn up(
     };
     let timeout = timeout_secs.to_string();
     let out = run(&["up", "-d", "--wait", "--wait-timeout", &timeout])?;
-    let states = run(&["ps", "--all", "--format", "json"])?;
-    let services = String::from_utf8_lossy(&states.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .flat_map(|v| match v {
-            Value::Array(items) => items,
-            other => vec![other],
+    let ps = || -> Result<Vec<ServiceState>, UpError> {
+        let states = run(&["ps", "--all", "--format", "json"])?;
+        Ok(String::from_utf8_lossy(&states.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .flat_map(|v| match v {
+                Value::Array(items) => items,
+                other => vec![other],
+            })
+            .map(|v| ServiceState {
+                service: v["Service"].as_str().unwrap_or("?").to_string(),
+                state: v["State"].as_str().unwrap_or("?").to_string(),
+                health: v["Health"].as_str().unwrap_or("").to_string(),
+            })
+            .collect())
+    };
+    // `up --wait` has returned; the engine may still report a moment-old state.
+    let settled = |s: &[ServiceState]| {
+        s.iter().all(|x| {
+            x.state == "exited"
+                || (x.state == "running"
+                    && (x.health.is_empty() || x.health == "healthy" || x.health == "unhealthy"))
         })
-        .map(|v| ServiceState {
-            service: v["Service"].as_str().unwrap_or("?").to_string(),
-            state: v["State"].as_str().unwrap_or("?").to_string(),
-            health: v["Health"].as_str().unwrap_or("").to_string(),
-        })
-        .collect();
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    let mut services = ps()?;
+    while out.status.success() && !settled(&services) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        services = ps()?;
+    }
     if !out.status.success() {
         return Err(UpError::Failed {
             command: format!("{} up", compose.join(" ")),

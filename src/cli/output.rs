@@ -378,11 +378,14 @@ impl LoadReport<'_> {
                 ]
             })
             .collect();
+        let decided_by = serde_json::to_value(self.decision.decided_by)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
         let mut out = format!(
-            "host platform {} (decided by {:?}); {}\n\n",
-            self.decision.platform, self.decision.decided_by, self.signer
-        )
-        .to_lowercase();
+            "host platform {} (decided by {decided_by}); {}\n\n",
+            self.decision.platform, self.signer
+        );
         out.push_str(&table(
             &["IMAGE", "PLATFORM", "IMAGE ID", "STATUS", "TAGS", ""],
             &rows,

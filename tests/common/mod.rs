@@ -118,6 +118,19 @@ pub fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// `v` with every object's keys in sorted order (the vector recipe's config form).
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
 /// Options for a synthetic `docker save` archive.
 pub struct SyntheticImage<'a> {
     pub tag: &'a str,
@@ -144,7 +157,7 @@ pub fn write_docker_archive(path: &Path, image: SyntheticImage) -> String {
     if let Some(a) = image.architecture {
         config["architecture"] = json!(a);
     }
-    let config = serde_json::to_vec(&config).unwrap();
+    let config = serde_json::to_vec(&sorted(config)).unwrap();
     let config_name = format!("{}.json", sha256_hex(&config));
     let layer_names: Vec<String> = image
         .layers
