@@ -207,18 +207,13 @@ pub fn write_docker_archive<W: Write>(
             None => {
                 let bytes = read_checked(reader, m)?;
                 progress.advance(bytes.len() as u64);
-                tar.append(name, bytes.len() as u64, mtime, &mut &bytes[..])?;
+                tar.append_bytes(name, &bytes, mtime)?;
                 stats.blob_bytes_read += m.size;
             }
         }
     }
     let manifest = serde_json::to_vec(&manifest).map_err(|e| tar.error(e.into()))?;
-    tar.append(
-        "manifest.json",
-        manifest.len() as u64,
-        mtime,
-        &mut &manifest[..],
-    )?;
+    tar.append_bytes("manifest.json", &manifest, mtime)?;
     stats.bytes_written = tar.finish()?;
     progress.finish();
     Ok(stats)
@@ -307,6 +302,11 @@ impl<W: Write> TarOut<W> {
             .map_err(|e| self.error(e))?;
         self.written += 512 + size + pad;
         Ok(())
+    }
+
+    /// Appends a member from memory (manifests, indexes).
+    fn append_bytes(&mut self, name: &str, bytes: &[u8], mtime: u64) -> Result<(), ExtractError> {
+        self.append(name, bytes.len() as u64, mtime, &mut &bytes[..])
     }
 
     fn finish(mut self) -> Result<u64, ExtractError> {
@@ -538,7 +538,7 @@ pub fn oci_archive_file(
         progress.start("writing", Some(blobs.iter().map(|m| m.size).sum()));
         let mut tar = TarOut::new(io::BufWriter::with_capacity(1 << 20, file));
         let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-        tar.append("oci-layout", layout.len() as u64, mtime, &mut &layout[..])?;
+        tar.append_bytes("oci-layout", layout, mtime)?;
         for m in blobs {
             let mut checked = CheckedBlob::new(reader, m, progress);
             tar.append(&m.name, m.size, mtime, &mut checked)?;
@@ -553,12 +553,7 @@ pub fn oci_archive_file(
             "manifests": top,
         }))
         .map_err(|e| tar.error(e.into()))?;
-        tar.append(
-            "index.json",
-            oci_index.len() as u64,
-            mtime,
-            &mut &oci_index[..],
-        )?;
+        tar.append_bytes("index.json", &oci_index, mtime)?;
         stats.bytes_written = tar.finish()?;
         progress.finish();
         Ok(stats)

@@ -51,6 +51,13 @@ pub enum SigningError {
     MalformedSignature(String),
 }
 
+fn read_key_file(path: &Path) -> Result<String, SigningError> {
+    std::fs::read_to_string(path).map_err(|error| SigningError::Io {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
 /// minisign's key ID: the key number as a 16-digit hex word.
 pub fn key_id(keynum: &[u8]) -> String {
     let mut b = [0u8; 8];
@@ -67,10 +74,7 @@ pub struct SigningKey {
 impl SigningKey {
     /// Loads a minisign secret key; `password` is needed when the key is encrypted.
     pub fn load(path: &Path, password: Option<String>) -> Result<SigningKey, SigningError> {
-        let text = std::fs::read_to_string(path).map_err(|error| SigningError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let text = read_key_file(path)?;
         let bad = |detail: String| SigningError::KeyFormat {
             path: path.to_path_buf(),
             what: "secret key",
@@ -101,10 +105,7 @@ impl SigningKey {
 
     /// Whether the key file needs a password (so the CLI knows to ask for one).
     pub fn needs_password(path: &Path) -> Result<bool, SigningError> {
-        let text = std::fs::read_to_string(path).map_err(|error| SigningError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let text = read_key_file(path)?;
         let sk_box = SecretKeyBox::from_string(&text).map_err(|e| SigningError::KeyFormat {
             path: path.to_path_buf(),
             what: "secret key",
@@ -274,10 +275,7 @@ impl TrustStore {
 /// Reads a minisign public key file (`untrusted comment:` line + base64 line), or a
 /// bare base64 key as `minisign -P` takes it.
 pub fn read_public_key(path: &Path) -> Result<TrustedKey, SigningError> {
-    let text = std::fs::read_to_string(path).map_err(|error| SigningError::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
+    let text = read_key_file(path)?;
     let bad = |detail: String| SigningError::KeyFormat {
         path: path.to_path_buf(),
         what: "public key",

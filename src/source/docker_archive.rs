@@ -15,15 +15,42 @@ struct ManifestEntry {
     layers: Vec<String>,
 }
 
-pub struct DockerArchive {
-    container: Container,
-    images: Vec<SourceImage>,
+/// A source whose layers are members at known paths (docker-archives, OCI layouts).
+pub struct MappedSource {
+    pub(super) container: Container,
+    pub(super) images: Vec<SourceImage>,
     /// Per image: layer member paths, parallel to its diff_ids.
-    layer_paths: Vec<Vec<String>>,
+    pub(super) layer_paths: Vec<Vec<String>>,
 }
 
+impl Source for MappedSource {
+    fn images(&self) -> &[SourceImage] {
+        &self.images
+    }
+
+    fn read_layers(
+        &mut self,
+        which: &[usize],
+        sink: &mut dyn LayerSink,
+    ) -> Result<(), SourceError> {
+        read_mapped_layers(
+            &self.container,
+            which.iter().map(|&i| {
+                (
+                    &self.images[i].diff_ids,
+                    self.layer_paths[i].as_slice(),
+                    self.images[i].source.as_str(),
+                )
+            }),
+            sink,
+        )
+    }
+}
+
+pub struct DockerArchive;
+
 impl DockerArchive {
-    pub fn open(container: Container, label: String) -> Result<DockerArchive, SourceError> {
+    pub fn open(container: Container, label: String) -> Result<MappedSource, SourceError> {
         if !container.exists("manifest.json") {
             return Err(SourceError::Invalid {
                 what: label,
@@ -83,7 +110,7 @@ impl DockerArchive {
             });
             layer_paths.push(entry.layers);
         }
-        Ok(DockerArchive {
+        Ok(MappedSource {
             container,
             images,
             layer_paths,
@@ -91,33 +118,9 @@ impl DockerArchive {
     }
 }
 
-impl Source for DockerArchive {
-    fn images(&self) -> &[SourceImage] {
-        &self.images
-    }
-
-    fn read_layers(
-        &mut self,
-        which: &[usize],
-        sink: &mut dyn LayerSink,
-    ) -> Result<(), SourceError> {
-        read_mapped_layers(
-            &self.container,
-            which.iter().map(|&i| {
-                (
-                    &self.images[i].diff_ids,
-                    self.layer_paths[i].as_slice(),
-                    self.images[i].source.as_str(),
-                )
-            }),
-            sink,
-        )
-    }
-}
-
 /// Streams layers whose member path → diff_id mapping is known (archives, layouts):
 /// skips what the sink already has without reading it.
-pub(super) fn read_mapped_layers<'a>(
+fn read_mapped_layers<'a>(
     container: &Container,
     images: impl Iterator<Item = (&'a Vec<Digest>, &'a [String], &'a str)>,
     sink: &mut dyn LayerSink,

@@ -218,29 +218,27 @@ pub trait Source {
 /// Opens a source and reads its metadata.
 pub fn open(reference: &SourceRef) -> Result<Box<dyn Source>, SourceError> {
     let label = reference.to_string();
+    let is_layout_dir = matches!(reference, SourceRef::OciLayout { .. });
     Ok(match reference {
         SourceRef::Daemon { reference } => Box::new(daemon::DaemonSource::open(reference, label)?),
         SourceRef::DockerArchive { path } => {
             let container = container::Container::open_tar(path)?;
             Box::new(docker_archive::DockerArchive::open(container, label)?)
         }
-        SourceRef::OciLayout { dir, reference } => {
-            let container = container::Container::open_dir(dir)?;
-            let fallback = dir_name(dir);
-            Box::new(oci::OciLayout::open(
-                container,
-                reference.as_deref(),
-                &fallback,
-                label,
-            )?)
+        SourceRef::OciLayout {
+            dir: path,
+            reference,
         }
-        SourceRef::OciArchive { path, reference } => {
-            let container = container::Container::open_tar(path)?;
-            let fallback = dir_name(path);
+        | SourceRef::OciArchive { path, reference } => {
+            let container = if is_layout_dir {
+                container::Container::open_dir(path)?
+            } else {
+                container::Container::open_tar(path)?
+            };
             Box::new(oci::OciLayout::open(
                 container,
                 reference.as_deref(),
-                &fallback,
+                &dir_name(path),
                 label,
             )?)
         }

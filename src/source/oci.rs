@@ -2,8 +2,8 @@
 //! including multi-platform indexes as `docker buildx --output type=oci` writes them.
 
 use super::container::Container;
-use super::docker_archive::read_mapped_layers;
-use super::{familiar_name, parse_config, LayerSink, Source, SourceError, SourceImage};
+use super::docker_archive::MappedSource;
+use super::{familiar_name, parse_config, SourceError, SourceImage};
 use crate::digest::Digest;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 
@@ -12,10 +12,9 @@ const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Nested indexes deeper than this are refused (a loop or a hostile layout).
 const MAX_INDEX_DEPTH: usize = 4;
 
+/// Reads an OCI layout's index into a [`MappedSource`].
 pub struct OciLayout {
-    container: Container,
-    images: Vec<SourceImage>,
-    layer_paths: Vec<Vec<String>>,
+    source: MappedSource,
 }
 
 impl OciLayout {
@@ -25,7 +24,7 @@ impl OciLayout {
         reference: Option<&str>,
         fallback_repo: &str,
         label: String,
-    ) -> Result<OciLayout, SourceError> {
+    ) -> Result<MappedSource, SourceError> {
         if !container.exists("index.json") {
             return Err(SourceError::Invalid {
                 what: label,
@@ -34,9 +33,11 @@ impl OciLayout {
         }
         let index: ImageIndex = parse_json(&container, "index.json", &label)?;
         let mut layout = OciLayout {
-            container,
-            images: Vec::new(),
-            layer_paths: Vec::new(),
+            source: MappedSource {
+                container,
+                images: Vec::new(),
+                layer_paths: Vec::new(),
+            },
         };
         let mut names_seen = Vec::new();
         for desc in index.manifests() {
@@ -54,7 +55,7 @@ impl OciLayout {
             }
             layout.add_descriptor(desc, name, &label, 0)?;
         }
-        if layout.images.is_empty() {
+        if layout.source.images.is_empty() {
             return Err(match reference {
                 Some(r) => SourceError::NoSuchReference {
                     what: label,
@@ -71,7 +72,7 @@ impl OciLayout {
                 },
             });
         }
-        Ok(layout)
+        Ok(layout.source)
     }
 
     fn add_descriptor(
@@ -90,7 +91,7 @@ impl OciLayout {
                         detail: "image indexes nested too deeply".into(),
                     });
                 }
-                let index: ImageIndex = parse_json(&self.container, &path, label)?;
+                let index: ImageIndex = parse_json(&self.source.container, &path, label)?;
                 for child in index.manifests() {
                     // Attestation manifests (buildx provenance) are not images.
                     if is_attestation(child) {
@@ -111,9 +112,9 @@ impl OciLayout {
         name: Option<String>,
         label: &str,
     ) -> Result<(), SourceError> {
-        let manifest: ImageManifest = parse_json(&self.container, path, label)?;
+        let manifest: ImageManifest = parse_json(&self.source.container, path, label)?;
         let config_path = blob_path(manifest.config(), label)?;
-        let config_bytes = self.container.read_metadata(&config_path)?;
+        let config_bytes = self.source.container.read_metadata(&config_path)?;
         let what = match &name {
             Some(n) => format!("{label} ({n})"),
             None => label.to_string(),
@@ -146,16 +147,16 @@ impl OciLayout {
         let mut size_hint = 0;
         for layer in manifest.layers() {
             let p = blob_path(layer, label)?;
-            if !self.container.exists(&p) {
+            if !self.source.container.exists(&p) {
                 return Err(SourceError::MissingMember {
-                    container: self.container.describe(),
+                    container: self.source.container.describe(),
                     member: format!("{p} (layer {} of {what})", layer.digest()),
                 });
             }
             size_hint += layer.size();
             paths.push(p);
         }
-        self.images.push(SourceImage {
+        self.source.images.push(SourceImage {
             source: label.to_string(),
             tags: name.into_iter().collect(),
             platform: facts.platform,
@@ -164,32 +165,8 @@ impl OciLayout {
             diff_ids: facts.diff_ids,
             size_hint,
         });
-        self.layer_paths.push(paths);
+        self.source.layer_paths.push(paths);
         Ok(())
-    }
-}
-
-impl Source for OciLayout {
-    fn images(&self) -> &[SourceImage] {
-        &self.images
-    }
-
-    fn read_layers(
-        &mut self,
-        which: &[usize],
-        sink: &mut dyn LayerSink,
-    ) -> Result<(), SourceError> {
-        read_mapped_layers(
-            &self.container,
-            which.iter().map(|&i| {
-                (
-                    &self.images[i].diff_ids,
-                    self.layer_paths[i].as_slice(),
-                    self.images[i].source.as_str(),
-                )
-            }),
-            sink,
-        )
     }
 }
 
