@@ -15,13 +15,18 @@ dir=$(cd "$dir" && pwd)
 sock="$dir/docker.sock"
 pidfile="$dir/dockerd.pid"
 
-running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# Alive and not a zombie (a killed daemon whose parent does not reap it stays one).
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+running() { [ -f "$pidfile" ] && alive "$(cat "$pidfile")"; }
 
 case "$cmd" in
 start)
   command -v dockerd >/dev/null || { echo "engine.sh: dockerd missing (run scripts/install-deps.sh)" >&2; exit 1; }
   if ! running; then
     rm -f "$sock" "$pidfile"
+    # After a crash, dockerd waits for the containerd named here if that PID "exists".
+    ctr_pid="$dir/exec/containerd/containerd.pid"
+    if [ -f "$ctr_pid" ] && ! alive "$(cat "$ctr_pid")"; then rm -f "$ctr_pid"; fi
     mkdir -p "$dir/data" "$dir/exec"
     # No iptables, no bridge: nothing of the host's network is touched.
     setsid dockerd --storage-driver overlay2 --iptables=false --bridge=none \
@@ -43,7 +48,7 @@ stop)
   if running; then
     pid=$(cat "$pidfile")
     kill "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    for _ in $(seq 1 60); do running || break; sleep 0.5; done
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$pidfile"

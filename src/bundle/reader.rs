@@ -105,9 +105,10 @@ impl BundleReader {
             detail,
         };
         if file_len < BLOCK {
-            return Err(not_bundle(format!(
-                "{file_len} bytes, too short for a tar archive"
-            )));
+            return Err(BundleError::Truncated {
+                path: path.to_path_buf(),
+                detail: format!("{file_len} bytes, not even one tar header (or not a bundle)"),
+            });
         }
         let first = reader.header_at(0).map_err(|e| {
             not_bundle(format!(
@@ -131,6 +132,14 @@ impl BundleReader {
         }
         reader.index_bytes = reader.read_exact_at(INDEX_MEMBER, BLOCK, first.size)?;
         let mut region_end = member_span(first.size);
+        // Every bundle has members after the index; a file that ends here was cut short
+        // (and must not pass for an unsigned bundle).
+        if region_end + BLOCK > file_len {
+            return Err(BundleError::Truncated {
+                path: path.to_path_buf(),
+                detail: "the file ends right after the index".into(),
+            });
+        }
         if region_end + BLOCK <= file_len {
             if let Ok(h) = reader.header_at(region_end) {
                 if h.name == SIGNATURE_MEMBER {
@@ -229,16 +238,46 @@ impl BundleReader {
             }
             next_free = end + tarfmt::padding(m.size);
         }
+        // Every blob an image names must exist and be of the kind it is used as; layers
+        // must say what they decompress to (a verified bundle must also be loadable).
         for image in &self.index.images {
-            for p in &image.platforms {
-                for d in BundleIndex::blobs_of(p).chain(std::iter::once(&image.index)) {
-                    if self.index.member_by_digest(d).is_none() {
-                        return Err(bad(format!(
-                            "{} ({}) refers to blob {d}, which the bundle does not hold",
-                            image.name, p.platform
-                        )));
-                    }
+            let uses = image.platforms.iter().flat_map(|p| {
+                std::iter::once((&p.config, MemberKind::Config))
+                    .chain(std::iter::once((&p.manifest, MemberKind::Manifest)))
+                    .chain(p.layers.iter().map(|l| (l, MemberKind::Layer)))
+                    .map(move |(d, k)| (p, d, k))
+            });
+            for (p, digest, kind) in uses {
+                let Some(m) = self.index.member_by_digest(digest) else {
+                    return Err(bad(format!(
+                        "{} ({}) refers to blob {digest}, which the bundle does not hold",
+                        image.name, p.platform
+                    )));
+                };
+                if m.kind != kind {
+                    return Err(bad(format!(
+                        "{} ({}) uses {} as a {kind:?}, but the index says it is a {:?}",
+                        image.name, p.platform, m.name, m.kind
+                    )));
                 }
+                if kind == MemberKind::Layer
+                    && (m.diff_id.is_none() || m.uncompressed_size.is_none())
+                {
+                    return Err(bad(format!(
+                        "layer {} has no diffId or uncompressedSize",
+                        m.name
+                    )));
+                }
+            }
+            if !self
+                .index
+                .member_by_digest(&image.index)
+                .is_some_and(|m| m.kind == MemberKind::ImageIndex)
+            {
+                return Err(bad(format!(
+                    "{} refers to image index {}, which the bundle does not hold",
+                    image.name, image.index
+                )));
             }
         }
         Ok(())
