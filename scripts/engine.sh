@@ -17,7 +17,7 @@ pidfile="$dir/dockerd.pid"
 
 # Alive and not a zombie (a killed daemon whose parent does not reap it stays one).
 alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
-running() { [ -f "$pidfile" ] && alive "$(cat "$pidfile")"; }
+running() { [ -f "$pidfile" ] && alive "$(cat "$pidfile" 2>/dev/null)"; }
 
 case "$cmd" in
 start)

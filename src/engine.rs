@@ -225,9 +225,29 @@ pub fn send(
             ));
             let mut loaded = false;
             let mut refusal = None;
+            // The engine reports per-layer progress once it has the whole upload.
+            let mut engine_layer: Option<String> = None;
+            let mut engine_done = 0u64;
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(info) => {
+                        if let (Some(id), Some(detail)) = (&info.id, &info.progress_detail) {
+                            let (current, total) = (
+                                detail.current.unwrap_or(0).max(0) as u64,
+                                detail.total.unwrap_or(0).max(0) as u64,
+                            );
+                            if engine_layer.as_deref() != Some(id) {
+                                progress.finish();
+                                progress.start(
+                                    &format!("engine: layer {}", &id[..id.len().min(12)]),
+                                    (total > 0).then_some(total),
+                                );
+                                engine_layer = Some(id.clone());
+                                engine_done = 0;
+                            }
+                            progress.advance(current.saturating_sub(engine_done));
+                            engine_done = current.max(engine_done);
+                        }
                         if let Some(line) = info.stream.as_deref() {
                             if line.contains("Loaded image") {
                                 loaded = true;
@@ -243,6 +263,7 @@ pub fn send(
                     }
                 }
             }
+            progress.finish();
             (loaded, refusal)
         });
         let produced = producer

@@ -7,12 +7,14 @@
 //! a layer's decompressed diff_id and size (decompression stops at the declared size).
 //! A failure surfaces as an error from the writer, so a streamed load aborts.
 
-use crate::bundle::{BundleError, BundleIndex, BundleReader, ImageEntry, Member, PlatformEntry};
+use crate::bundle::{
+    BundleError, BundleIndex, BundleReader, ImageEntry, LayerFault, Member, PlatformEntry,
+    VerifiedLayer,
+};
 use crate::digest::{Digest, HashingReader};
 use crate::platform::Platform;
 use crate::probe::{best_match, Decision, ProbeError};
 use crate::progress::Progress;
-use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -200,7 +202,11 @@ pub fn write_docker_archive<W: Write>(
                     member: m.name.clone(),
                     detail: "the index gives this layer no uncompressedSize".into(),
                 })?;
-                let mut layer = VerifiedLayer::new(reader, m, diff_id.clone(), size, progress)?;
+                let mut layer = VerifiedLayer::new(reader, m, diff_id.clone(), size, progress)
+                    .map_err(|fault| ExtractError::Corrupt {
+                        member: m.name.clone(),
+                        detail: fault.to_string(),
+                    })?;
                 tar.append(name, size, mtime, &mut layer)?;
                 stats.blob_bytes_read += m.size;
             }
@@ -315,159 +321,6 @@ impl<W: Write> TarOut<W> {
             .map_err(|e| self.error(e))?;
         self.out.flush().map_err(|e| self.error(e))?;
         Ok(self.written + 1024)
-    }
-}
-
-/// Why a layer stream failed verification.
-#[derive(Debug, thiserror::Error)]
-pub enum LayerFault {
-    #[error("{member}: {detail}")]
-    Corrupt { member: String, detail: String },
-    #[error("{member}: truncated")]
-    Truncated { member: String },
-}
-
-type ZstdRead<'a> = zstd::stream::read::Decoder<
-    'static,
-    io::BufReader<HashingReader<crate::bundle::MemberReader<'a>>>,
->;
-
-/// A layer's decompressed bytes, checked against the index as they are read: exactly
-/// `size` bytes come out; at the end the compressed digest and the diff_id must match.
-pub struct VerifiedLayer<'a> {
-    decoder: Option<ZstdRead<'a>>,
-    member: &'a Member,
-    diff_id: Digest,
-    hasher: Sha256,
-    remaining: u64,
-    progress: &'a dyn Progress,
-}
-
-impl<'a> VerifiedLayer<'a> {
-    pub fn new(
-        reader: &'a BundleReader,
-        member: &'a Member,
-        diff_id: Digest,
-        size: u64,
-        progress: &'a dyn Progress,
-    ) -> Result<VerifiedLayer<'a>, ExtractError> {
-        let mut decoder =
-            zstd::stream::read::Decoder::new(HashingReader::new(reader.member_reader(member)))
-                .map_err(|e| ExtractError::Corrupt {
-                    member: member.name.clone(),
-                    detail: format!("zstd: {e}"),
-                })?;
-        // Accept the widest window the spec allows (2^31).
-        decoder
-            .window_log_max(31)
-            .map_err(|e| ExtractError::Corrupt {
-                member: member.name.clone(),
-                detail: format!("zstd: {e}"),
-            })?;
-        Ok(VerifiedLayer {
-            decoder: Some(decoder),
-            member,
-            diff_id,
-            hasher: Sha256::new(),
-            remaining: size,
-            progress,
-        })
-    }
-
-    fn fault(&self, detail: String) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            LayerFault::Corrupt {
-                member: self.member.name.clone(),
-                detail,
-            },
-        )
-    }
-
-    fn truncated(&self) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            LayerFault::Truncated {
-                member: self.member.name.clone(),
-            },
-        )
-    }
-
-    /// After the declared size: nothing more may decompress, and both digests must match.
-    fn finish(&mut self) -> io::Result<()> {
-        let Some(mut decoder) = self.decoder.take() else {
-            return Ok(());
-        };
-        let mut extra = [0u8; 1];
-        match decoder.read(&mut extra) {
-            Ok(0) => {}
-            Ok(_) => {
-                return Err(self.fault(format!(
-                    "decompresses to more than its declared {} bytes",
-                    self.member.uncompressed_size.unwrap_or(0)
-                )))
-            }
-            Err(e) => return Err(self.map_read_error(e)),
-        }
-        let mut compressed = decoder.finish().into_inner();
-        io::copy(&mut compressed, &mut io::sink()).map_err(|e| self.map_read_error(e))?;
-        let (digest, n) = compressed.finish();
-        if n != self.member.size {
-            return Err(self.truncated());
-        }
-        if digest != self.member.digest {
-            return Err(self.fault(format!(
-                "digest {digest}, the index says {}",
-                self.member.digest
-            )));
-        }
-        let diff = Digest::from_hex(&hex::encode(std::mem::take(&mut self.hasher).finalize()))
-            .map_err(|e| self.fault(e.to_string()))?;
-        if diff != self.diff_id {
-            return Err(self.fault(format!(
-                "decompresses to diff_id {diff}, the index says {}",
-                self.diff_id
-            )));
-        }
-        Ok(())
-    }
-
-    fn map_read_error(&self, e: io::Error) -> io::Error {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            self.truncated()
-        } else {
-            self.fault(format!("zstd: {e}"))
-        }
-    }
-}
-
-impl Read for VerifiedLayer<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
-            self.finish()?;
-            return Ok(0);
-        }
-        let want = buf.len().min(self.remaining as usize);
-        let Some(decoder) = self.decoder.as_mut() else {
-            return Ok(0);
-        };
-        let n = match decoder.read(&mut buf[..want]) {
-            Ok(n) => n,
-            Err(e) => return Err(self.map_read_error(e)),
-        };
-        if n == 0 {
-            return Err(self.fault(format!(
-                "decompresses to {} bytes fewer than declared",
-                self.remaining
-            )));
-        }
-        self.hasher.update(&buf[..n]);
-        self.remaining -= n as u64;
-        self.progress.advance(n as u64);
-        if self.remaining == 0 {
-            self.finish()?;
-        }
-        Ok(n)
     }
 }
 

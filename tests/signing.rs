@@ -241,6 +241,7 @@ fn tamper_matrix_every_region_is_refused_and_named() {
         m["kind"] == "layer" && arch_of_layer(m["digest"].as_str().unwrap()).len() == 1
     });
     let config = member(&bundle, |m| m["kind"] == "config");
+    let manifest = member(&bundle, |m| m["kind"] == "manifest");
     let signature_at = {
         // The signature member follows the index's padded data.
         let index_size = std::fs::read(&bundle).unwrap()[124..135].to_vec();
@@ -258,6 +259,12 @@ fn tamper_matrix_every_region_is_refused_and_named() {
             "archpack-index.json.minisig".into(),
         ),
         ("config", config.1 + config.2 / 2, 3, config.0.clone()),
+        (
+            "manifest",
+            manifest.1 + manifest.2 / 2,
+            3,
+            manifest.0.clone(),
+        ),
         ("shared layer", shared.1 + shared.2 / 2, 3, shared.0.clone()),
         (
             "platform-only layer",

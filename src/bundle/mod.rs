@@ -3,11 +3,13 @@
 //! verifies them. The format is specified in `bundle-format/SPEC.md`.
 
 pub mod index;
+mod layer;
 mod reader;
 pub(crate) mod tarfmt;
 mod writer;
 
 pub use index::*;
+pub use layer::{LayerFault, VerifiedLayer};
 pub use reader::{AdmitAll, BundleReader, IndexGate, MemberReader, VerifyReport};
 pub use writer::{create, tool_string, CreateOptions, CreateReport, IndexSigner, Input, PlanEntry};
 
@@ -88,6 +90,12 @@ pub enum BundleError {
     Refused {
         path: PathBuf,
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{path}: member {member} is corrupt: {detail}")]
+    CorruptLayer {
+        path: PathBuf,
+        member: String,
+        detail: String,
     },
     #[error("{path}: the index is inconsistent: {detail}")]
     BadIndex { path: PathBuf, detail: String },

@@ -25,11 +25,9 @@ use std::path::PathBuf;
 /// Bytes per zstd worker job: bounds memory (see `write_layer`).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
-/// One source with its optional `--name` override.
+/// One opened source (its images may carry `--name` overrides).
 pub struct Input {
     pub source: Box<dyn Source>,
-    /// The logical name for every image of this source, instead of the derived one.
-    pub logical_name: Option<String>,
 }
 
 /// Signs the index bytes; implemented by the signing module.
@@ -465,7 +463,7 @@ fn plan(inputs: &[Input], opts: &CreateOptions) -> Result<Vec<Planned>, BundleEr
                     continue;
                 }
             }
-            let logical = match (&input.logical_name, image.tags.first()) {
+            let logical = match (&image.name, image.tags.first()) {
                 (Some(n), _) => n.clone(),
                 (None, Some(tag)) => logical_name(tag),
                 (None, None) => {

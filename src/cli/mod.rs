@@ -483,16 +483,16 @@ fn create(args: CreateArgs, progress: &output::Bars) -> Result<ExitCode> {
         .context("--platform")?;
     let compose = read_compose(&args)?;
     let created = source_date_epoch()?;
-    let mut inputs = Vec::new();
-    for s in &args.sources {
-        let reference = SourceRef::parse(s)?;
-        progress.note(&format!("opening {reference}"));
-        let opened = source::open(&reference)?;
-        inputs.push(Input {
-            source: opened,
-            logical_name: names.get(s).cloned(),
-        });
-    }
+    let references = args
+        .sources
+        .iter()
+        .map(|s| Ok((SourceRef::parse(s)?, names.get(s).cloned())))
+        .collect::<Result<Vec<_>>>()?;
+    progress.note(&format!("opening {} sources", references.len()));
+    let inputs: Vec<Input> = source::open_all(&references)?
+        .into_iter()
+        .map(|source| Input { source })
+        .collect();
     let bundle_name = args.bundle_name.clone().unwrap_or_else(|| {
         args.output
             .file_stem()
@@ -720,6 +720,7 @@ pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
             c.downcast_ref::<BundleError>(),
             Some(
                 BundleError::DigestMismatch { .. }
+                    | BundleError::CorruptLayer { .. }
                     | BundleError::Truncated { .. }
                     | BundleError::BadMember { .. }
                     | BundleError::BadIndex { .. }

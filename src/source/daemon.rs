@@ -10,21 +10,36 @@ use crate::digest::Digest;
 use crate::docker::Engine;
 use crate::platform::Platform;
 use futures_util::StreamExt;
+use std::collections::HashSet;
 use std::io::{self, Read};
 use std::sync::mpsc;
 
+/// Every engine image of a create, served by one `docker save`: shared layers cross
+/// the socket and the compressor once, in platform order.
 pub struct DaemonSource {
     engine: Engine,
-    reference: String,
+    references: Vec<String>,
     images: Vec<SourceImage>,
+    exported: bool,
 }
 
 impl DaemonSource {
-    pub fn open(reference: &str, label: String) -> Result<DaemonSource, SourceError> {
+    pub fn connect() -> Result<DaemonSource, SourceError> {
         let engine = Engine::connect().map_err(|e| SourceError::Engine {
             host: std::env::var("DOCKER_HOST").unwrap_or_default(),
             detail: e.to_string(),
         })?;
+        Ok(DaemonSource {
+            engine,
+            references: Vec::new(),
+            images: Vec::new(),
+            exported: false,
+        })
+    }
+
+    /// Adds an engine image (by name or ID), described by `inspect`.
+    pub fn add(&mut self, reference: &str, label: String) -> Result<(), SourceError> {
+        let engine = &self.engine;
         let engine_err = |detail: String| SourceError::Engine {
             host: engine.host.clone(),
             detail,
@@ -68,7 +83,7 @@ impl DaemonSource {
         if !reference.starts_with("sha256:") {
             tags.insert(0, asked);
         }
-        let image = SourceImage {
+        self.images.push(SourceImage {
             source: label,
             tags,
             platform,
@@ -76,12 +91,14 @@ impl DaemonSource {
             config_bytes: None,
             diff_ids,
             size_hint: inspect.size.unwrap_or(0).max(0) as u64,
-        };
-        Ok(DaemonSource {
-            engine,
-            reference: reference.to_string(),
-            images: vec![image],
-        })
+            name: None,
+        });
+        self.references.push(reference.to_string());
+        Ok(())
+    }
+
+    pub fn images_mut(&mut self) -> &mut [SourceImage] {
+        &mut self.images
     }
 }
 
@@ -90,22 +107,31 @@ impl Source for DaemonSource {
         &self.images
     }
 
+    fn set_names(&mut self, name: Option<&str>) {
+        for image in &mut self.images {
+            image.name = name.map(String::from);
+        }
+    }
+
+    /// The first call exports every image at once (the writer asks platform by
+    /// platform; the sink keeps what any platform needs), later calls have nothing left.
     fn read_layers(
         &mut self,
         which: &[usize],
         sink: &mut dyn LayerSink,
     ) -> Result<(), SourceError> {
-        let image = match which {
-            [] => return Ok(()),
-            [i, ..] => &self.images[*i],
-        };
-        if !image.diff_ids.iter().any(|d| sink.wants(d)) && image.config_bytes.is_some() {
+        if which.is_empty() || self.exported {
             return Ok(());
         }
-        let label = image.source.clone();
-        let config = image.config.clone();
+        self.exported = true;
+        // Platform order, so each platform's layers come (and are stored) together.
+        let mut order: Vec<usize> = (0..self.images.len()).collect();
+        order.sort_by(|&a, &b| self.images[a].platform.cmp(&self.images[b].platform));
+        let names: Vec<&str> = order.iter().map(|&i| self.references[i].as_str()).collect();
+        let label = format!("the engine at {}", self.engine.host);
+        let configs: HashSet<Digest> = self.images.iter().map(|i| i.config.clone()).collect();
         let (tx, rx) = mpsc::sync_channel::<io::Result<bytes::Bytes>>(16);
-        let stream = self.engine.client.export_image(&self.reference);
+        let stream = self.engine.client.export_images(&names);
         // The export runs on the runtime; this thread reads it through a bounded channel.
         let pump = self.engine.runtime.spawn(async move {
             let mut stream = std::pin::pin!(stream);
@@ -121,7 +147,7 @@ impl Source for DaemonSource {
             rx,
             current: bytes::Bytes::new(),
         };
-        let result = read_export(reader, &label, &config, sink);
+        let result = read_export(reader, &label, &configs, sink);
         pump.abort();
         result
     }
@@ -130,7 +156,7 @@ impl Source for DaemonSource {
 fn read_export(
     reader: ChannelReader,
     label: &str,
-    config: &Digest,
+    configs: &HashSet<Digest>,
     sink: &mut dyn LayerSink,
 ) -> Result<(), SourceError> {
     let engine_err = |e: io::Error| SourceError::Engine {
@@ -156,7 +182,7 @@ fn read_export(
                 .take(MAX_METADATA_MEMBER)
                 .read_to_end(&mut bytes)
                 .map_err(engine_err)?;
-            if Digest::of(&bytes) == *config {
+            if configs.contains(&Digest::of(&bytes)) {
                 sink.config(bytes);
             }
             continue;

@@ -28,6 +28,12 @@ impl Source for MappedSource {
         &self.images
     }
 
+    fn set_names(&mut self, name: Option<&str>) {
+        for image in &mut self.images {
+            image.name = name.map(String::from);
+        }
+    }
+
     fn read_layers(
         &mut self,
         which: &[usize],
@@ -107,6 +113,7 @@ impl DockerArchive {
                 config_bytes: Some(config_bytes),
                 diff_ids: facts.diff_ids,
                 size_hint,
+                name: None,
             });
             layer_paths.push(entry.layers);
         }

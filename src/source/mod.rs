@@ -189,6 +189,8 @@ pub struct SourceImage {
     pub diff_ids: Vec<Digest>,
     /// Bytes of layer data expected, for progress (uncompressed where known).
     pub size_hint: u64,
+    /// The logical name to bundle it under, when the user gave one (`--name`).
+    pub name: Option<String>,
 }
 
 /// Receives layers from a source.
@@ -210,17 +212,52 @@ pub trait LayerSink {
 /// An opened source.
 pub trait Source {
     fn images(&self) -> &[SourceImage];
+    /// Gives every image of this source the logical name `name` (`--name`).
+    fn set_names(&mut self, name: Option<&str>);
     /// Streams the layers of the images at `which` (indices into `images()`).
     fn read_layers(&mut self, which: &[usize], sink: &mut dyn LayerSink)
         -> Result<(), SourceError>;
 }
 
-/// Opens a source and reads its metadata.
+/// Opens sources and reads their metadata; `name` is each one's `--name`, if any.
+/// All engine images share one source (one `docker save` for all of them).
+pub fn open_all(
+    references: &[(SourceRef, Option<String>)],
+) -> Result<Vec<Box<dyn Source>>, SourceError> {
+    let mut out: Vec<Box<dyn Source>> = Vec::new();
+    let mut engine: Option<daemon::DaemonSource> = None;
+    for (reference, name) in references {
+        if let SourceRef::Daemon { reference: r } = reference {
+            let d = match engine.as_mut() {
+                Some(d) => d,
+                None => engine.insert(daemon::DaemonSource::connect()?),
+            };
+            d.add(r, reference.to_string())?;
+            if let Some(last) = d.images_mut().last_mut() {
+                last.name = name.clone();
+            }
+            continue;
+        }
+        let mut source = open(reference)?;
+        source.set_names(name.as_deref());
+        out.push(source);
+    }
+    if let Some(d) = engine {
+        out.push(Box::new(d));
+    }
+    Ok(out)
+}
+
+/// Opens one source and reads its metadata.
 pub fn open(reference: &SourceRef) -> Result<Box<dyn Source>, SourceError> {
     let label = reference.to_string();
     let is_layout_dir = matches!(reference, SourceRef::OciLayout { .. });
     Ok(match reference {
-        SourceRef::Daemon { reference } => Box::new(daemon::DaemonSource::open(reference, label)?),
+        SourceRef::Daemon { reference } => {
+            let mut d = daemon::DaemonSource::connect()?;
+            d.add(reference, label)?;
+            Box::new(d)
+        }
         SourceRef::DockerArchive { path } => {
             let container = container::Container::open_tar(path)?;
             Box::new(docker_archive::DockerArchive::open(container, label)?)

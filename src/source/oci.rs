@@ -164,6 +164,7 @@ impl OciLayout {
             config_bytes: Some(config_bytes),
             diff_ids: facts.diff_ids,
             size_hint,
+            name: None,
         });
         self.source.layer_paths.push(paths);
         Ok(())

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# archpack against the seeds' method, side by side in one run. A benchmark, not a test:
+# it prints ratios and never fails on timing.
+#
+#   scripts/bench.sh [REPS]      # default 3 repetitions, medians reported
+#
+# Corpus (built once, cached in target/bench-corpus): real Debian packages for amd64 and
+# arm64 (apt-get download + dpkg-deb), assembled with umoci into three services that share
+# a base layer and a Python layer per architecture, each with an app layer that is
+# identical across architectures. Six images, loaded into a throwaway build engine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+reps=${1:-3}
+
+scripts/install-deps.sh >/dev/null
+for tool in pigz /usr/bin/time; do
+  command -v "$tool" >/dev/null || { apt-get install -y -qq pigz time >/dev/null; break; }
+done
+cargo build --release --quiet
+archpack="$root/target/release/archpack"
+host_arch=$(dpkg --print-architecture)
+
+corpus="$root/target/bench-corpus"
+base_pkgs="libc6 libgcc-s1 libstdc++6 coreutils bash dash zlib1g libssl3 libcrypt1 libtinfo6 libncursesw6 libreadline8 libuuid1 liblzma5 libbz2-1.0"
+py_pkgs="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libexpat1 libffi8 libsqlite3-0 libdb5.3 libgdbm6 libnsl2 libtirpc3"
+services="alpha beta gamma"
+
+build_corpus() {
+  rm -rf "$corpus" && mkdir -p "$corpus/debs" "$corpus/work"
+  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+  apt-get update -qq
+  for arch in amd64 arm64; do
+    mkdir -p "$corpus/debs/$arch"
+    (cd "$corpus/debs/$arch" && for p in $base_pkgs $py_pkgs; do apt-get download -qq "$p:$arch" 2>/dev/null; done)
+    for layer in base py; do
+      dir="$corpus/work/$layer-$arch"
+      mkdir -p "$dir"
+      pkgs=$base_pkgs
+      [ "$layer" = py ] && pkgs=$py_pkgs
+      for p in $pkgs; do dpkg-deb -x "$corpus/debs/$arch/${p}_"*"_$arch.deb" "$dir" 2>/dev/null || true; done
+      find "$dir" -exec touch -h -d @946684800 {} +
+    done
+  done
+  for svc in $services; do
+    # ~20 MB of compressible application data, the same bytes for every architecture.
+    python3 - "$corpus/work/app-$svc" "$svc" <<'EOF'
+import os, random, sys
+out, name = sys.argv[1], sys.argv[2]
+os.makedirs(out, exist_ok=True)
+rng = random.Random(name)
+words = [''.join(rng.choice('abcdefghijklmnopqrstuvwxyz') for _ in range(rng.randint(3, 9))) for _ in range(4000)]
+for i in range(40):
+    with open(os.path.join(out, f"model-{i:02d}.txt"), "w") as f:
+        f.write(' '.join(rng.choice(words) for _ in range(80000)))
+with open(os.path.join(out, "blob.bin"), "wb") as f:
+    f.write(rng.randbytes(2 << 20))
+EOF
+    find "$corpus/work/app-$svc" -exec touch -h -d @946684800 {} +
+  done
+  layout="$corpus/oci"
+  umoci init --layout "$layout"
+  for arch in amd64 arm64; do
+    for svc in $services; do
+      tag="$svc-$arch"
+      umoci new --image "$layout:$tag"
+      umoci config --image "$layout:$tag" --architecture "$arch" --os linux --created 2000-01-01T00:00:00Z
+      umoci insert --image "$layout:$tag" --history.created 2000-01-01T00:00:00Z "$corpus/work/base-$arch" /
+      umoci insert --image "$layout:$tag" --history.created 2000-01-01T00:00:00Z "$corpus/work/py-$arch" /
+      umoci insert --image "$layout:$tag" --history.created 2000-01-01T00:00:00Z "$corpus/work/app-$svc" /app
+      skopeo copy -q "oci:$layout:$tag" "docker-archive:$corpus/$tag.tar:$svc:v1-$arch"
+    done
+  done
+  umoci gc --layout "$layout"
+  rm -rf "$corpus/work"
+  touch "$corpus/.complete"
+}
+[ -f "$corpus/.complete" ] || { echo "building the corpus (once)..."; build_corpus; }
+
+work=$(mktemp -d /tmp/archpack-bench.XXXXXX)
+cleanup() {
+  for e in "$work"/e*; do [ -d "$e" ] && scripts/engine.sh stop "$e" >/dev/null 2>&1; done
+  { grep -o " $work[^ ]*" /proc/mounts || true; } | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+n=0
+fresh_engine() { n=$((n + 1)); eval "$(scripts/engine.sh start "$work/e$n")"; }
+drop_engine() {
+  scripts/engine.sh stop "$work/e$n" >/dev/null
+  { grep -o " $work/e$n[^ ]*" /proc/mounts || true; } | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$work/e$n"
+}
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+record() { echo "$2" >>"$work/$1"; }
+rss_of() { /usr/bin/time -f %M -o "$work/rss" "$@" >/dev/null; cat "$work/rss"; }
+
+echo "== build engine with the six images"
+fresh_engine
+build_host=$DOCKER_HOST build_dir="$work/e$n"
+for f in "$corpus"/*.tar; do docker load -q -i "$f" >/dev/null; done
+images=""
+for arch in amd64 arm64; do for svc in $services; do images="$images $svc:v1-$arch"; done; done
+host_images=$(for svc in $services; do echo "$svc:v1-$host_arch"; done)
+mkdir -p "$work/seeds" "$work/savvy" "$work/ap"
+
+for rep in $(seq 1 "$reps"); do
+  echo "== repetition $rep/$reps"
+  export DOCKER_HOST=$build_host
+  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+
+  # Seeds: docker save | gzip per image and architecture.
+  t=$(now); for img in $images; do docker save "$img" | gzip >"$work/seeds/${img//[:\/]/_}.tar.gz"; done
+  record seeds_create "$(since "$t")"
+  record seeds_bytes "$(cat "$work"/seeds/*.tar.gz | wc -c)"
+  # Savvy: one save per architecture, pigz or zstd -T0.
+  for arch in amd64 arm64; do
+    list=$(for svc in $services; do echo "$svc:v1-$arch"; done)
+    t=$(now); docker save $list | pigz >"$work/savvy/$arch.tar.gz"; record pigz_create_$arch "$(since "$t")"
+    t=$(now); docker save $list | zstd -q -T0 >"$work/savvy/$arch.tar.zst"; record zstd_create_$arch "$(since "$t")"
+  done
+  record pigz_bytes "$(cat "$work"/savvy/*.tar.gz | wc -c)"
+  record zstd_bytes "$(cat "$work"/savvy/*.tar.zst | wc -c)"
+  # Limit: reading the images out of the engine at all.
+  t=$(now); docker save $images >/dev/null; record save_null "$(since "$t")"
+  docker save $host_images >"$work/raw-host.tar"
+  # archpack create, from the engine.
+  rm -f "$work/ap/app.archpack"
+  t=$(now); rss=$(rss_of "$archpack" create -q -o "$work/ap/app.archpack" $images); record ap_create "$(since "$t")"
+  record ap_create_rss "$rss"
+  record ap_bytes "$(stat -c %s "$work/ap/app.archpack")"
+
+  # Loads, each into a fresh engine.
+  fresh_engine
+  t=$(now); for img in $host_images; do gunzip -c "$work/seeds/${img//[:\/]/_}.tar.gz" | docker load -q >/dev/null; done
+  record seeds_load "$(since "$t")"; drop_engine
+  fresh_engine
+  cat "$work/raw-host.tar" >/dev/null
+  t=$(now); docker load -q -i "$work/raw-host.tar" >/dev/null; record raw_load "$(since "$t")"; drop_engine
+  fresh_engine
+  t=$(now); rss=$(rss_of "$archpack" load -q --allow-unsigned --json "$work/ap/app.archpack"); record ap_load "$(since "$t")"
+  record ap_load_rss "$rss"
+  "$archpack" load -q --allow-unsigned --json "$work/ap/app.archpack" >"$work/reload.json"
+  t=$(now); "$archpack" load -q --allow-unsigned "$work/ap/app.archpack" >/dev/null; record ap_reload "$(since "$t")"
+  drop_engine
+done
+
+# Bytes the chosen platform needs vs bytes archpack read (from a dry run's accounting).
+export DOCKER_HOST=$build_host
+"$archpack" inspect --json "$work/ap/app.archpack" >"$work/inspect.json"
+needed=$(tar -xOf "$work/ap/app.archpack" archpack-index.json | python3 -c '
+import json, sys
+idx = json.load(sys.stdin); arch = sys.argv[1]
+need = set()
+for im in idx["images"]:
+    for p in im["platforms"]:
+        if p["platform"]["architecture"] == arch:
+            need.update([p["config"]] + p["layers"])
+m = idx["members"]
+front = m[0]["offset"] - 512
+print(front + sum(x["size"] for x in m if x["digest"] in need))' "$host_arch")
+fresh_engine
+read=$("$archpack" load -q --allow-unsigned --json "$work/ap/app.archpack" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bundleBytesRead"])')
+drop_engine
+
+m() { median <"$work/$1"; }
+sum_arch() { echo "$(m ${1}_amd64) + $(m ${1}_arm64)" | bc; }
+ratio() { echo "scale=3; $1 / $2" | bc; }
+cat <<EOF
+
+archpack benchmark: $reps repetition(s), medians; $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m), $(docker version --format '{{.Server.Version}}' 2>/dev/null) engine
+corpus: 6 images (3 services x amd64/arm64), $(du -sm "$corpus"/*.tar | awk '{s+=$1} END {print s}') MiB as docker-archives
+
+                                   archpack    baseline     ratio   target
+create time (s) vs seeds           $(m ap_create)    $(m seeds_create)    $(ratio "$(m ap_create)" "$(m seeds_create)")   <= 0.15
+create time vs save|pigz per arch  $(m ap_create)    $(sum_arch pigz_create)    $(ratio "$(m ap_create)" "$(sum_arch pigz_create)")
+create time vs save|zstd -T0       $(m ap_create)    $(sum_arch zstd_create)    $(ratio "$(m ap_create)" "$(sum_arch zstd_create)")
+create time vs docker save >null   $(m ap_create)    $(m save_null)    $(ratio "$(m ap_create)" "$(m save_null)")
+bytes shipped vs seeds             $(m ap_bytes)  $(m seeds_bytes)  $(ratio "$(m ap_bytes)" "$(m seeds_bytes)")   <= 0.30
+bytes shipped vs pigz per arch     $(m ap_bytes)  $(m pigz_bytes)  $(ratio "$(m ap_bytes)" "$(m pigz_bytes)")
+bytes shipped vs zstd per arch     $(m ap_bytes)  $(m zstd_bytes)  $(ratio "$(m ap_bytes)" "$(m zstd_bytes)")
+load time (s) vs seeds             $(m ap_load)    $(m seeds_load)    $(ratio "$(m ap_load)" "$(m seeds_load)")   <= 0.40
+load time vs raw-tar docker load   $(m ap_load)    $(m raw_load)    $(ratio "$(m ap_load)" "$(m raw_load)")   <= 1.10
+bytes read at load / needed        $read  $needed  $(ratio "$read" "$needed")   <= 1.01
+peak RSS create (KiB)              $(m ap_create_rss)                      <= 65536
+peak RSS load (KiB)                $(m ap_load_rss)                      <= 65536
+re-load, all present (s)           $(m ap_reload)                      <= 0.5
+EOF
