@@ -49,8 +49,9 @@ pub enum LoadError {
 pub struct EngineState {
     pub present_images: HashSet<Digest>,
     pub present_chains: HashSet<Digest>,
-    /// The containerd image store cannot take delta loads.
-    pub containerd_store: bool,
+    /// Why every layer of a missing image must be sent, when the engine cannot take
+    /// a docker-archive with layers left out (containerd image store, podman).
+    pub full_uploads: Option<String>,
     pub root_dir: Option<String>,
 }
 
@@ -64,6 +65,22 @@ pub fn engine_state(engine: &Engine) -> Result<EngineState, LoadError> {
         .iter()
         .flatten()
         .any(|kv| kv.iter().any(|v| v.contains("io.containerd.snapshotter")));
+    let version = engine
+        .runtime
+        .block_on(engine.client.version())
+        .map_err(|e| engine.api_error(e))?;
+    let podman = version
+        .components
+        .iter()
+        .flatten()
+        .any(|c| c.name.to_ascii_lowercase().contains("podman"));
+    let full_uploads = if podman {
+        Some("podman reads only complete docker-archives".to_string())
+    } else if containerd_store {
+        Some("the containerd image store reads only complete docker-archives".to_string())
+    } else {
+        None
+    };
     let images = engine
         .runtime
         .block_on(engine.client.list_images(Some(ListImagesOptions {
@@ -72,7 +89,7 @@ pub fn engine_state(engine: &Engine) -> Result<EngineState, LoadError> {
         })))
         .map_err(|e| engine.api_error(e))?;
     let mut state = EngineState {
-        containerd_store,
+        full_uploads,
         root_dir: info.docker_root_dir,
         ..Default::default()
     };
@@ -131,7 +148,7 @@ pub fn plan(
         }
         let diffs = diff_ids(index, s.entry)?;
         for ((blob, chain), _) in s.entry.layers.iter().zip(chain_ids(&diffs)).zip(&diffs) {
-            if !state.containerd_store && state.present_chains.contains(&chain) {
+            if state.full_uploads.is_none() && state.present_chains.contains(&chain) {
                 skip.chains.insert(chain);
                 layers_present += 1;
             } else if counted.insert(blob.clone()) {

@@ -400,10 +400,9 @@ impl LoadReport<'_> {
             }),
             self.plan.layers_to_send,
             self.plan.layers_present,
-            if self.state.containerd_store {
-                "; containerd image store: every layer is sent"
-            } else {
-                ""
+            match &self.state.full_uploads {
+                Some(why) => format!("; every layer is sent: {why}"),
+                None => String::new(),
             },
             human_bytes(self.bundle_bytes_read),
         ));
@@ -436,7 +435,7 @@ impl LoadReport<'_> {
             "layersToSend": self.plan.layers_to_send,
             "layersPresent": self.plan.layers_present,
             "bundleBytesRead": self.bundle_bytes_read,
-            "containerdStore": self.state.containerd_store,
+            "fullUploads": self.state.full_uploads,
             "freeSpace": self.plan.free_space,
             "engineRoot": self.state.root_dir,
         })
