@@ -439,14 +439,7 @@ fn bad_inputs_get_one_clear_line_and_no_output() {
 fn killed_create_leaves_nothing_at_the_output_path_and_memory_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
     // 96 MiB of incompressible layer data: slow at level 19, large next to the RSS bound.
-    let mut big = vec![0u8; 96 << 20];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for chunk in big.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
+    let big = incompressible(96 << 20, 0x9e3779b97f4a7c15);
     let archive = dir.path().join("big.tar");
     write_docker_archive(
         &archive,

@@ -377,14 +377,7 @@ fn an_engine_killed_mid_load_fails_clearly_and_a_rerun_completes() {
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     // A 160 MiB layer keeps the upload going long enough to kill the engine under it.
-    let mut big = vec![0u8; 160 << 20];
-    let mut x: u64 = 0x2545f4914f6cdd1d;
-    for chunk in big.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
+    let big = incompressible(160 << 20, 0x2545f4914f6cdd1d);
     let archive = dir.path().join("big.tar");
     write_docker_archive(
         &archive,

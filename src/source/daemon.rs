@@ -96,10 +96,6 @@ impl DaemonSource {
         self.references.push(reference.to_string());
         Ok(())
     }
-
-    pub fn images_mut(&mut self) -> &mut [SourceImage] {
-        &mut self.images
-    }
 }
 
 impl Source for DaemonSource {
@@ -107,10 +103,8 @@ impl Source for DaemonSource {
         &self.images
     }
 
-    fn set_names(&mut self, name: Option<&str>) {
-        for image in &mut self.images {
-            image.name = name.map(String::from);
-        }
+    fn images_mut(&mut self) -> &mut [SourceImage] {
+        &mut self.images
     }
 
     /// The first call exports every image at once (the writer asks platform by

@@ -28,10 +28,8 @@ impl Source for MappedSource {
         &self.images
     }
 
-    fn set_names(&mut self, name: Option<&str>) {
-        for image in &mut self.images {
-            image.name = name.map(String::from);
-        }
+    fn images_mut(&mut self) -> &mut [SourceImage] {
+        &mut self.images
     }
 
     fn read_layers(

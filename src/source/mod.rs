@@ -212,8 +212,13 @@ pub trait LayerSink {
 /// An opened source.
 pub trait Source {
     fn images(&self) -> &[SourceImage];
+    fn images_mut(&mut self) -> &mut [SourceImage];
     /// Gives every image of this source the logical name `name` (`--name`).
-    fn set_names(&mut self, name: Option<&str>);
+    fn set_names(&mut self, name: Option<&str>) {
+        for image in self.images_mut() {
+            image.name = name.map(String::from);
+        }
+    }
     /// Streams the layers of the images at `which` (indices into `images()`).
     fn read_layers(&mut self, which: &[usize], sink: &mut dyn LayerSink)
         -> Result<(), SourceError>;
@@ -233,7 +238,7 @@ pub fn open_all(
                 None => engine.insert(daemon::DaemonSource::connect()?),
             };
             d.add(r, reference.to_string())?;
-            if let Some(last) = d.images_mut().last_mut() {
+            if let Some(last) = Source::images_mut(d).last_mut() {
                 last.name = name.clone();
             }
             continue;

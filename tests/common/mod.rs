@@ -326,3 +326,16 @@ pub fn fixture_bundle(dir: &Path, extra: &[&str]) -> PathBuf {
         .success();
     bundle
 }
+
+/// `len` bytes of xorshift noise: incompressible, reproducible from `seed`.
+pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut x = seed;
+    for chunk in out.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    out
+}
