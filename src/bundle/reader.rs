@@ -117,7 +117,7 @@ impl BundleReader {
         })?;
         if first.name != INDEX_MEMBER {
             return Err(not_bundle(format!(
-                "the first member is {:?}, not {INDEX_MEMBER}",
+                "the first member is {:?}, not {INDEX_MEMBER} (a `docker save` or OCI archive? bundle it first: archpack create -o FILE.archpack docker-archive:PATH or oci-archive:PATH)",
                 first.name
             )));
         }
