@@ -2,7 +2,7 @@
 # archpack against the seeds' method, side by side in one run. A benchmark, not a test:
 # it prints ratios and never fails on timing.
 #
-#   scripts/bench.sh [REPS]      # default 3 repetitions, medians reported
+#   scripts/bench.sh [REPS]      # default 5 repetitions, medians reported (engine start-up is noisy)
 #
 # Corpus (built once, cached in target/bench-corpus): real Debian packages for amd64 and
 # arm64 (apt-get download + dpkg-deb), assembled with umoci into three services that share
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-reps=${1:-3}
+reps=${1:-5}
 
 scripts/install-deps.sh >/dev/null
 for tool in pigz /usr/bin/time; do

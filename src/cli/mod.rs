@@ -337,7 +337,6 @@ fn open_trusted(path: &std::path::Path, trust: &TrustArgs) -> Result<(BundleRead
 
 fn load(args: LoadArgs, progress: &output::Bars) -> Result<ExitCode> {
     let (reader, signer) = open_trusted(&args.bundle, &args.trust)?;
-    progress.note(&format!("{}: {signer}", args.bundle.display()));
     let engine = archpack::docker::Engine::connect()?;
     let decision = match &args.platform {
         Some(p) => probe::forced(&p.parse::<Platform>().context("--platform")?),

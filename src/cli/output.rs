@@ -78,6 +78,11 @@ impl Progress for Bars {
     }
 }
 
+/// "1 layer", "3 layers".
+pub fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -391,15 +396,15 @@ impl LoadReport<'_> {
             &rows,
         ));
         out.push_str(&format!(
-            "\n{} {} in {} layers ({} layers already present{}); read {} of the bundle\n",
+            "\n{} {} in {} ({} already present{}); read {} of the bundle\n",
             if self.dry_run { "would send" } else { "sent" },
             human_bytes(if self.dry_run {
                 self.plan.bytes_to_send
             } else {
                 self.archive_bytes_sent
             }),
-            self.plan.layers_to_send,
-            self.plan.layers_present,
+            plural(self.plan.layers_to_send, "layer"),
+            plural(self.plan.layers_present, "layer"),
             match &self.state.full_uploads {
                 Some(why) => format!("; every layer is sent: {why}"),
                 None => String::new(),
