@@ -14,8 +14,8 @@ root=$(pwd)
 reps=${1:-5}
 
 scripts/install-deps.sh >/dev/null
-for tool in pigz /usr/bin/time; do
-  command -v "$tool" >/dev/null || { apt-get install -y -qq pigz time >/dev/null; break; }
+for tool in pigz /usr/bin/time bc; do
+  command -v "$tool" >/dev/null || { apt-get install -y -qq pigz time bc >/dev/null; break; }
 done
 cargo build --release --quiet
 archpack="$root/target/release/archpack"

