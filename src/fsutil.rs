@@ -39,6 +39,12 @@ pub fn write_atomically<T, E: std::error::Error + 'static>(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if !dir.is_dir() {
+        return Err(io_err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("the directory {} does not exist", dir.display()),
+        )));
+    }
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".partial")

@@ -134,286 +134,269 @@ pub fn create(
             0
         };
 
-    let dir = match opts.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = opts
-        .output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "bundle".into());
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".partial")
-        .tempfile_in(&dir)
-        .map_err(|error| BundleError::Write {
-            path: opts.output.clone(),
-            error,
-        })?;
+    // Written beside the output and renamed into place: a failed or killed create
+    // leaves nothing at the output path.
+    let written = crate::fsutil::write_atomically(
+        &opts.output,
+        opts.force,
+        0o644,
+        |file: &File| -> Result<(BundleIndex, u64, u64), BundleError> {
+            let total_hint: u64 = {
+                let mut seen_images = HashSet::new();
+                plan.iter()
+                    .filter(|p| seen_images.insert((p.input, p.image)))
+                    .map(|p| image_of(&inputs, p).size_hint)
+                    .sum()
+            };
+            let mut out = OutFile {
+                file,
+                path: opts.output.clone(),
+                pos: region_end,
+                mtime: opts.created,
+                members: Vec::new(),
+            };
+            out.file
+                .seek(SeekFrom::Start(region_end))
+                .map_err(|e| out.write_error(e))?;
 
-    let total_hint: u64 = {
-        let mut seen_images = HashSet::new();
-        plan.iter()
-            .filter(|p| seen_images.insert((p.input, p.image)))
-            .map(|p| image_of(&inputs, p).size_hint)
-            .sum()
-    };
-    let mut out = OutFile {
-        file: tmp.as_file(),
-        path: opts.output.clone(),
-        pos: region_end,
-        mtime: opts.created,
-        members: Vec::new(),
-    };
-    out.file
-        .seek(SeekFrom::Start(region_end))
-        .map_err(|e| out.write_error(e))?;
+            progress.start("compressing layers", (total_hint > 0).then_some(total_hint));
+            let mut sink = BundleSink {
+                out,
+                needed: needed.iter().cloned().collect(),
+                stored: HashMap::new(),
+                configs: HashMap::new(),
+                level: opts.level,
+                threads: opts.threads,
+                buf: vec![0u8; 1 << 20],
+                progress,
+                error: None,
+                bytes_in: 0,
+            };
 
-    progress.start("compressing layers", (total_hint > 0).then_some(total_hint));
-    let mut sink = BundleSink {
-        out,
-        needed: needed.iter().cloned().collect(),
-        stored: HashMap::new(),
-        configs: HashMap::new(),
-        level: opts.level,
-        threads: opts.threads,
-        buf: vec![0u8; 1 << 20],
-        progress,
-        error: None,
-        bytes_in: 0,
-    };
+            // Group by platform, then by input, so each source is asked once per platform.
+            let mut groups: BTreeMap<&Platform, BTreeMap<usize, Vec<usize>>> = BTreeMap::new();
+            for p in &plan {
+                let images = groups
+                    .entry(&p.platform)
+                    .or_default()
+                    .entry(p.input)
+                    .or_default();
+                if !images.contains(&p.image) {
+                    images.push(p.image);
+                }
+            }
+            for by_input in groups.values() {
+                for (&input, images) in by_input {
+                    if let Some(first) = images.first() {
+                        progress.note(&format!(
+                            "reading {}",
+                            inputs[input].source.images()[*first].source
+                        ));
+                    }
+                    match inputs[input].source.read_layers(images, &mut sink) {
+                        Ok(()) => {}
+                        Err(SourceError::Aborted) => {
+                            return Err(sink
+                                .error
+                                .take()
+                                .unwrap_or(BundleError::Source(SourceError::Aborted)))
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            progress.finish();
+            let BundleSink {
+                mut out,
+                stored,
+                configs,
+                bytes_in,
+                ..
+            } = sink;
 
-    // Group by platform, then by input, so each source is asked once per platform.
-    let mut groups: BTreeMap<&Platform, BTreeMap<usize, Vec<usize>>> = BTreeMap::new();
-    for p in &plan {
-        let images = groups
-            .entry(&p.platform)
-            .or_default()
-            .entry(p.input)
-            .or_default();
-        if !images.contains(&p.image) {
-            images.push(p.image);
-        }
-    }
-    for by_input in groups.values() {
-        for (&input, images) in by_input {
-            if let Some(first) = images.first() {
-                progress.note(&format!(
-                    "reading {}",
-                    inputs[input].source.images()[*first].source
+            for p in &plan {
+                let image = image_of(&inputs, p);
+                if let Some(missing) = image.diff_ids.iter().find(|d| !stored.contains_key(*d)) {
+                    return Err(BundleError::MissingLayer {
+                        image: describe(p, image),
+                        diff_id: missing.clone(),
+                        from: image.source.clone(),
+                    });
+                }
+            }
+
+            // Configs, byte for byte (the image ID on the target is their digest).
+            let mut config_members: HashMap<Digest, u64> = HashMap::new();
+            for p in &plan {
+                let image = image_of(&inputs, p);
+                if config_members.contains_key(&image.config) {
+                    continue;
+                }
+                let bytes = image
+                    .config_bytes
+                    .as_ref()
+                    .or_else(|| configs.get(&image.config))
+                    .ok_or_else(|| BundleError::MissingConfig {
+                        image: describe(p, image),
+                        config: image.config.clone(),
+                        from: image.source.clone(),
+                    })?;
+                let digest = out.write_blob(MemberKind::Config, bytes)?;
+                if digest != image.config {
+                    return Err(BundleError::MissingConfig {
+                        image: describe(p, image),
+                        config: image.config.clone(),
+                        from: image.source.clone(),
+                    });
+                }
+                config_members.insert(digest, bytes.len() as u64);
+            }
+
+            // One manifest per planned image, one image index per logical name.
+            let mut entries: BTreeMap<String, Vec<(PlatformEntry, Descriptor)>> = BTreeMap::new();
+            for p in &plan {
+                let image = image_of(&inputs, p);
+                let layers: Vec<&StoredLayer> = image.diff_ids.iter().map(|d| &stored[d]).collect();
+                let manifest = ImageManifestBuilder::default()
+                    .schema_version(2u32)
+                    .media_type(MediaType::ImageManifest)
+                    .config(Descriptor::new(
+                        MediaType::ImageConfig,
+                        config_members[&image.config],
+                        image.config.to_oci(),
+                    ))
+                    .layers(
+                        layers
+                            .iter()
+                            .map(|l| {
+                                Descriptor::new(
+                                    MediaType::ImageLayerZstd,
+                                    l.size,
+                                    l.digest.to_oci(),
+                                )
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                    .build()
+                    .map_err(|e| BundleError::Signing(format!("building manifest: {e}")))?;
+                let bytes = serde_json::to_vec(&manifest).map_err(|e| out.write_error(e.into()))?;
+                let digest = out.write_blob(MemberKind::Manifest, &bytes)?;
+                let mut descriptor = Descriptor::new(
+                    MediaType::ImageManifest,
+                    bytes.len() as u64,
+                    digest.to_oci(),
+                );
+                descriptor.set_platform(Some(oci_platform(&p.platform)));
+                entries.entry(p.logical.clone()).or_default().push((
+                    PlatformEntry {
+                        platform: p.platform.clone(),
+                        source_tags: image.tags.clone(),
+                        manifest: digest,
+                        config: image.config.clone(),
+                        layers: layers.iter().map(|l| l.digest.clone()).collect(),
+                    },
+                    descriptor,
                 ));
             }
-            match inputs[input].source.read_layers(images, &mut sink) {
-                Ok(()) => {}
-                Err(SourceError::Aborted) => {
-                    return Err(sink
-                        .error
-                        .take()
-                        .unwrap_or(BundleError::Source(SourceError::Aborted)))
+            let mut images = Vec::new();
+            let mut top = Vec::new();
+            for (logical, platforms) in entries {
+                let index = ImageIndexBuilder::default()
+                    .schema_version(2u32)
+                    .media_type(MediaType::ImageIndex)
+                    .manifests(platforms.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>())
+                    .build()
+                    .map_err(|e| BundleError::Signing(format!("building image index: {e}")))?;
+                let bytes = serde_json::to_vec(&index).map_err(|e| out.write_error(e.into()))?;
+                let digest = out.write_blob(MemberKind::ImageIndex, &bytes)?;
+                let mut d =
+                    Descriptor::new(MediaType::ImageIndex, bytes.len() as u64, digest.to_oci());
+                d.set_annotations(Some(
+                    [(
+                        "org.opencontainers.image.ref.name".to_string(),
+                        logical.clone(),
+                    )]
+                    .into(),
+                ));
+                top.push(d);
+                images.push(ImageEntry {
+                    name: logical,
+                    index: digest,
+                    platforms: platforms.into_iter().map(|(e, _)| e).collect(),
+                });
+            }
+            out.write_member(
+                "oci-layout",
+                MemberKind::OciLayout,
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            )?;
+            let oci_index = ImageIndexBuilder::default()
+                .schema_version(2u32)
+                .media_type(MediaType::ImageIndex)
+                .manifests(top)
+                .build()
+                .map_err(|e| BundleError::Signing(format!("building index.json: {e}")))?;
+            let oci_index =
+                serde_json::to_vec(&oci_index).map_err(|e| out.write_error(e.into()))?;
+            out.write_member("index.json", MemberKind::OciIndex, &oci_index)?;
+            // End of archive: two zero blocks.
+            out.write_all(&[0u8; 2 * BLOCK as usize])?;
+
+            let index = BundleIndex {
+                format: BundleIndex::format_string(),
+                name: opts.bundle_name.clone(),
+                created,
+                tool: tool_string(),
+                compression: CompressionInfo {
+                    algorithm: "zstd".into(),
+                    level: opts.level,
+                },
+                images,
+                members: std::mem::take(&mut out.members),
+                compose: opts.compose.clone(),
+            };
+            let mut index_bytes = render(&index);
+            if index_bytes.len() as u64 >= index_len {
+                return Err(BundleError::Signing(format!(
+                    "internal error: index grew past its reserved {index_len} bytes"
+                )));
+            }
+            index_bytes.resize(index_len as usize - 1, b' ');
+            index_bytes.push(b'\n');
+            out.write_at(&out.header(INDEX_MEMBER, index_len)?, 0)?;
+            out.write_at(&index_bytes, BLOCK)?;
+            out.write_at(&vec![0u8; padding(index_len) as usize], BLOCK + index_len)?;
+            if let Some(signer) = opts.signer {
+                let signature = signer
+                    .sign(&index_bytes, &trusted_comment)
+                    .map_err(BundleError::Signing)?;
+                if signature.len() as u64 != signature_len {
+                    return Err(BundleError::Signing(format!(
+                        "internal error: signature is {} bytes, {signature_len} were reserved",
+                        signature.len()
+                    )));
                 }
-                Err(e) => return Err(e.into()),
+                let at = member_span(index_len);
+                out.write_at(&out.header(SIGNATURE_MEMBER, signature_len)?, at)?;
+                out.write_at(signature.as_bytes(), at + BLOCK)?;
+                out.write_at(
+                    &vec![0u8; padding(signature_len) as usize],
+                    at + BLOCK + signature_len,
+                )?;
             }
-        }
-    }
-    progress.finish();
-    let BundleSink {
-        mut out,
-        stored,
-        configs,
-        bytes_in,
-        ..
-    } = sink;
-
-    for p in &plan {
-        let image = image_of(&inputs, p);
-        if let Some(missing) = image.diff_ids.iter().find(|d| !stored.contains_key(*d)) {
-            return Err(BundleError::MissingLayer {
-                image: describe(p, image),
-                diff_id: missing.clone(),
-                from: image.source.clone(),
-            });
-        }
-    }
-
-    // Configs, byte for byte (the image ID on the target is their digest).
-    let mut config_members: HashMap<Digest, u64> = HashMap::new();
-    for p in &plan {
-        let image = image_of(&inputs, p);
-        if config_members.contains_key(&image.config) {
-            continue;
-        }
-        let bytes = image
-            .config_bytes
-            .as_ref()
-            .or_else(|| configs.get(&image.config))
-            .ok_or_else(|| BundleError::MissingConfig {
-                image: describe(p, image),
-                config: image.config.clone(),
-                from: image.source.clone(),
-            })?;
-        let digest = out.write_blob(MemberKind::Config, bytes)?;
-        if digest != image.config {
-            return Err(BundleError::MissingConfig {
-                image: describe(p, image),
-                config: image.config.clone(),
-                from: image.source.clone(),
-            });
-        }
-        config_members.insert(digest, bytes.len() as u64);
-    }
-
-    // One manifest per planned image, one image index per logical name.
-    let mut entries: BTreeMap<String, Vec<(PlatformEntry, Descriptor)>> = BTreeMap::new();
-    for p in &plan {
-        let image = image_of(&inputs, p);
-        let layers: Vec<&StoredLayer> = image.diff_ids.iter().map(|d| &stored[d]).collect();
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(Descriptor::new(
-                MediaType::ImageConfig,
-                config_members[&image.config],
-                image.config.to_oci(),
-            ))
-            .layers(
-                layers
-                    .iter()
-                    .map(|l| Descriptor::new(MediaType::ImageLayerZstd, l.size, l.digest.to_oci()))
-                    .collect::<Vec<_>>(),
-            )
-            .build()
-            .map_err(|e| BundleError::Signing(format!("building manifest: {e}")))?;
-        let bytes = serde_json::to_vec(&manifest).map_err(|e| out.write_error(e.into()))?;
-        let digest = out.write_blob(MemberKind::Manifest, &bytes)?;
-        let mut descriptor = Descriptor::new(
-            MediaType::ImageManifest,
-            bytes.len() as u64,
-            digest.to_oci(),
-        );
-        descriptor.set_platform(Some(oci_platform(&p.platform)));
-        entries.entry(p.logical.clone()).or_default().push((
-            PlatformEntry {
-                platform: p.platform.clone(),
-                source_tags: image.tags.clone(),
-                manifest: digest,
-                config: image.config.clone(),
-                layers: layers.iter().map(|l| l.digest.clone()).collect(),
-            },
-            descriptor,
-        ));
-    }
-    let mut images = Vec::new();
-    let mut top = Vec::new();
-    for (logical, platforms) in entries {
-        let index = ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageIndex)
-            .manifests(platforms.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>())
-            .build()
-            .map_err(|e| BundleError::Signing(format!("building image index: {e}")))?;
-        let bytes = serde_json::to_vec(&index).map_err(|e| out.write_error(e.into()))?;
-        let digest = out.write_blob(MemberKind::ImageIndex, &bytes)?;
-        let mut d = Descriptor::new(MediaType::ImageIndex, bytes.len() as u64, digest.to_oci());
-        d.set_annotations(Some(
-            [(
-                "org.opencontainers.image.ref.name".to_string(),
-                logical.clone(),
-            )]
-            .into(),
-        ));
-        top.push(d);
-        images.push(ImageEntry {
-            name: logical,
-            index: digest,
-            platforms: platforms.into_iter().map(|(e, _)| e).collect(),
-        });
-    }
-    out.write_member(
-        "oci-layout",
-        MemberKind::OciLayout,
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
-    let oci_index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(top)
-        .build()
-        .map_err(|e| BundleError::Signing(format!("building index.json: {e}")))?;
-    let oci_index = serde_json::to_vec(&oci_index).map_err(|e| out.write_error(e.into()))?;
-    out.write_member("index.json", MemberKind::OciIndex, &oci_index)?;
-    // End of archive: two zero blocks.
-    out.write_all(&[0u8; 2 * BLOCK as usize])?;
-
-    let index = BundleIndex {
-        format: BundleIndex::format_string(),
-        name: opts.bundle_name.clone(),
-        created,
-        tool: tool_string(),
-        compression: CompressionInfo {
-            algorithm: "zstd".into(),
-            level: opts.level,
+            Ok((index, out.pos, bytes_in))
         },
-        images,
-        members: std::mem::take(&mut out.members),
-        compose: opts.compose.clone(),
-    };
-    let mut index_bytes = render(&index);
-    if index_bytes.len() as u64 >= index_len {
-        return Err(BundleError::Signing(format!(
-            "internal error: index grew past its reserved {index_len} bytes"
-        )));
-    }
-    index_bytes.resize(index_len as usize - 1, b' ');
-    index_bytes.push(b'\n');
-    out.write_at(&out.header(INDEX_MEMBER, index_len)?, 0)?;
-    out.write_at(&index_bytes, BLOCK)?;
-    out.write_at(&vec![0u8; padding(index_len) as usize], BLOCK + index_len)?;
-    if let Some(signer) = opts.signer {
-        let signature = signer
-            .sign(&index_bytes, &trusted_comment)
-            .map_err(BundleError::Signing)?;
-        if signature.len() as u64 != signature_len {
-            return Err(BundleError::Signing(format!(
-                "internal error: signature is {} bytes, {signature_len} were reserved",
-                signature.len()
-            )));
-        }
-        let at = member_span(index_len);
-        out.write_at(&out.header(SIGNATURE_MEMBER, signature_len)?, at)?;
-        out.write_at(signature.as_bytes(), at + BLOCK)?;
-        out.write_at(
-            &vec![0u8; padding(signature_len) as usize],
-            at + BLOCK + signature_len,
-        )?;
-    }
-    let bundle_bytes = out.pos;
-    out.file.sync_all().map_err(|e| out.write_error(e))?;
-    let output = opts.output.clone();
-    let persisted = if opts.force {
-        tmp.persist(&output).map_err(|e| e.error)
-    } else {
-        tmp.persist_noclobber(&output).map_err(|e| {
-            if e.error.kind() == io::ErrorKind::AlreadyExists {
-                io::Error::new(io::ErrorKind::AlreadyExists, "already exists; pass --force")
-            } else {
-                e.error
-            }
-        })
-    };
-    persisted.map_err(|error| BundleError::Write {
-        path: output.clone(),
-        error,
+    );
+    let (index, bundle_bytes, layer_bytes_in) = written.map_err(|e| match e {
+        crate::fsutil::WriteError::Exists(p) => BundleError::OutputExists(p),
+        crate::fsutil::WriteError::Io { path, error } => BundleError::Write { path, error },
+        crate::fsutil::WriteError::Content(e) => e,
     })?;
-    // The rename is durable only once the directory is synced.
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
     Ok(CreateReport {
-        path: output,
+        path: opts.output.clone(),
         index,
         bundle_bytes,
-        layer_bytes_in: bytes_in,
+        layer_bytes_in,
         signed: opts.signer.is_some(),
     })
 }
