@@ -16,5 +16,6 @@ pub mod fsutil;
 pub mod platform;
 pub mod probe;
 pub mod progress;
+pub mod push;
 pub mod signing;
 pub mod source;

@@ -61,6 +61,8 @@ enum Command {
     Load(LoadArgs),
     /// Write one platform of a bundle as a docker-archive or an OCI archive.
     Extract(ExtractArgs),
+    /// Push a bundle's images into a registry as multi-platform indexes.
+    Push(PushArgs),
     /// Print or write a bundle's compose file for a platform.
     Compose {
         bundle: PathBuf,
@@ -136,6 +138,42 @@ struct LoadArgs {
     /// How long --up waits for services to become healthy, in seconds.
     #[arg(long, default_value_t = 300, requires = "up")]
     up_timeout: u64,
+}
+
+#[derive(clap::Args)]
+struct PushArgs {
+    bundle: PathBuf,
+    /// The registry: HOST[:PORT][/PREFIX] (svc:v1.0 goes to HOST[:PORT]/PREFIX/svc:v1.0).
+    target: String,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Push only these platforms (comma-separated). Default: all the bundle has.
+    #[arg(long, value_name = "LIST")]
+    platform: Option<String>,
+    /// Push only these images (logical names; repeatable).
+    #[arg(long = "image", value_name = "NAME")]
+    images: Vec<String>,
+    /// Plain HTTP (loopback and lab registries). Required for now: HTTPS is not yet supported.
+    #[arg(long)]
+    insecure: bool,
+    /// Registry user (with --password-stdin).
+    #[arg(long, requires = "password_stdin")]
+    username: Option<String>,
+    /// Read the registry password from standard input.
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    /// Layer encoding in the registry: gzip (pullable by Docker 20.10 and older
+    /// containerd; re-encoded on the fly) or zstd (as stored).
+    #[arg(long, value_enum, default_value = "gzip")]
+    layer_format: LayerFormatArg,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LayerFormatArg {
+    Gzip,
+    Zstd,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -244,6 +282,7 @@ pub fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Create(args) => create(args, &progress),
         Command::Load(args) => load(args, &progress),
+        Command::Push(args) => push_command(args, &progress),
         Command::Compose {
             bundle,
             trust,
@@ -423,6 +462,72 @@ fn render_compose(reader: &BundleReader, selected: &[extract::Selected]) -> Resu
         &chosen,
         &header,
     )?)
+}
+
+fn push_command(args: PushArgs, progress: &output::Bars) -> Result<ExitCode> {
+    let (reader, _) = open_trusted(&args.bundle, &args.trust)?;
+    let keep = args
+        .platform
+        .as_deref()
+        .map(parse_list)
+        .transpose()
+        .context("--platform")?;
+    let selected: Vec<extract::Selected> = reader
+        .index
+        .images
+        .iter()
+        .filter(|i| args.images.is_empty() || args.images.contains(&i.name))
+        .flat_map(|image| {
+            image
+                .platforms
+                .iter()
+                .map(move |entry| extract::Selected { image, entry })
+        })
+        .filter(|s| keep.as_ref().is_none_or(|k| k.contains(&s.entry.platform)))
+        .collect();
+    if selected.is_empty() {
+        bail!("nothing to push: no image of the bundle matches --image/--platform");
+    }
+    let password = if args.password_stdin {
+        let mut p = String::new();
+        std::io::stdin().read_line(&mut p)?;
+        Some(p.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        None
+    };
+    let opts = archpack::push::PushOptions {
+        target: args.target.clone(),
+        insecure: args.insecure,
+        username: args.username.clone(),
+        password,
+        layer_format: match args.layer_format {
+            LayerFormatArg::Gzip => archpack::push::LayerFormat::Gzip,
+            LayerFormatArg::Zstd => archpack::push::LayerFormat::Zstd,
+        },
+        gzip_threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    let report = archpack::push::push(&reader, &selected, &opts, progress)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for image in &report.images {
+            println!(
+                "{}  {}  index {}",
+                image.reference,
+                image.platforms.join(","),
+                image.index_digest.short()
+            );
+        }
+        println!(
+            "uploaded {} blobs ({}), {} already in the registry",
+            report.blobs_uploaded,
+            output::human_bytes(report.bytes_uploaded),
+            report.blobs_present
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn extract_command(args: ExtractArgs, progress: &output::Bars) -> Result<ExitCode> {
@@ -729,6 +834,10 @@ pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
                 Some(engine::LoadError::Extract(e)) => Some(e),
                 _ => None,
             })
+            || matches!(
+                c.downcast_ref::<archpack::push::PushError>(),
+                Some(archpack::push::PushError::Corrupt { .. })
+            )
     });
     ExitCode::from(if integrity {
         EXIT_INTEGRITY

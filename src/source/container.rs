@@ -405,7 +405,7 @@ fn open_file(path: &Path) -> Result<File, SourceError> {
 }
 
 /// Reads until `buf` is full or EOF; returns how much was read.
-pub fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_up_to<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match r.read(&mut buf[filled..]) {

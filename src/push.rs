@@ -1,0 +1,698 @@
+//! `push`: fill a registry from a bundle, each logical image one tag pointing at an
+//! image index of exactly the platforms pushed. Children first (blobs, then manifests by
+//! digest), the index last, so a tag never names a manifest the registry lacks.
+//!
+//! Layers are re-encoded from the bundle's zstd to gzip on the fly (Docker 20.10 and
+//! older containerd cannot pull zstd) with a block-parallel gzip, or pushed as stored
+//! with `--layer-format zstd`. Configs are unchanged, so image IDs match `load`'s.
+//!
+//! This first cut speaks plain HTTP (`--insecure`, for loopback and lab registries) with
+//! basic auth; HTTPS and token auth are to come.
+
+use crate::bundle::{BundleReader, Member, MemberKind, VerifiedLayer};
+use crate::digest::{Digest, HashingWriter};
+use crate::extract::{read_checked, ExtractError, Selected};
+use crate::progress::{Progress, Silent};
+use serde_json::json;
+use std::io::{self, Read, Write};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{0:?} is not a registry reference; use HOST[:PORT][/PREFIX], e.g. registry.local:5000/team")]
+    Target(String),
+    #[error("this archpack talks plain HTTP to registries only; pass --insecure for a loopback or lab registry (HTTPS is not supported yet)")]
+    NeedsInsecure,
+    #[error("{url}: {detail}")]
+    Http { url: String, detail: String },
+    #[error("{what}: the registry answered {status}: {body}")]
+    Status {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{0}: authentication required or refused; give --username and --password-stdin, or log in with docker login")]
+    Unauthorized(String),
+    #[error(transparent)]
+    Bundle(#[from] ExtractError),
+    #[error("{member}: {detail}; nothing was committed for this blob")]
+    Corrupt { member: String, detail: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerFormat {
+    Gzip,
+    Zstd,
+}
+
+pub struct PushOptions {
+    /// `host[:port][/prefix]`.
+    pub target: String,
+    pub insecure: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub layer_format: LayerFormat,
+    pub gzip_threads: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushedImage {
+    pub name: String,
+    pub reference: String,
+    pub platforms: Vec<String>,
+    pub index_digest: Digest,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushReport {
+    pub images: Vec<PushedImage>,
+    pub blobs_uploaded: usize,
+    pub blobs_present: usize,
+    pub bytes_uploaded: u64,
+}
+
+/// Splits `host[:port][/prefix]`.
+fn parse_target(target: &str) -> Result<(String, String), PushError> {
+    let t = target.trim_end_matches('/').trim_start_matches("http://");
+    let (host, prefix) = match t.split_once('/') {
+        Some((h, p)) => (h, p),
+        None => (t, ""),
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) || target.starts_with("https://") {
+        return Err(PushError::Target(target.to_string()));
+    }
+    Ok((host.to_string(), prefix.to_string()))
+}
+
+/// The base64 `user:password` `docker login` stored for `host`, from
+/// `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`).
+fn docker_config_auth(host: &str) -> Option<String> {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker"))
+        })?;
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let auths = config.get("auths")?.as_object()?;
+    [
+        host.to_string(),
+        format!("http://{host}"),
+        format!("https://{host}"),
+    ]
+    .iter()
+    .find_map(|k| auths.get(k)?.get("auth")?.as_str().map(String::from))
+}
+
+/// Repository and tag in the registry for a logical name, under `prefix`.
+fn destination(prefix: &str, logical: &str) -> (String, String) {
+    let (repo, tag) = crate::engine::split_tag(logical);
+    let repo = if prefix.is_empty() {
+        repo
+    } else {
+        format!("{prefix}/{repo}")
+    };
+    (repo, tag)
+}
+
+struct Registry {
+    agent: ureq::Agent,
+    base: String,
+    host: String,
+    auth: Option<String>,
+}
+
+impl Registry {
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.base, path)
+        }
+    }
+
+    fn http_err(&self, url: &str, e: ureq::Error) -> PushError {
+        PushError::Http {
+            url: url.to_string(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn check(
+        &self,
+        what: &str,
+        mut resp: ureq::http::Response<ureq::Body>,
+        ok: &[u16],
+    ) -> Result<ureq::http::Response<ureq::Body>, PushError> {
+        let status = resp.status().as_u16();
+        if ok.contains(&status) {
+            return Ok(resp);
+        }
+        if status == 401 || status == 403 {
+            return Err(PushError::Unauthorized(self.host.clone()));
+        }
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        Err(PushError::Status {
+            what: what.to_string(),
+            status,
+            body,
+        })
+    }
+
+    fn get(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>, PushError> {
+        let url = self.url(path);
+        let mut req = self.agent.get(&url);
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a);
+        }
+        req.call().map_err(|e| self.http_err(&url, e))
+    }
+
+    fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool, PushError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let mut req = self.agent.head(&url);
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.call().map_err(|e| self.http_err(&url, e))?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => self
+                .check(&format!("checking blob {digest}"), resp, &[])
+                .map(|_| false),
+        }
+    }
+
+    fn start_upload(&self, repo: &str) -> Result<String, PushError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
+        let mut req = self.agent.post(&url);
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.send_empty().map_err(|e| self.http_err(&url, e))?;
+        let resp = self.check("starting an upload", resp, &[202])?;
+        location(&resp).ok_or_else(|| PushError::Http {
+            url,
+            detail: "upload started without a Location".into(),
+        })
+    }
+
+    /// Streams `data` as chunked PATCHes; returns the last upload location.
+    fn patch_all(
+        &self,
+        mut location_url: String,
+        data: &mut dyn Read,
+    ) -> Result<(String, u64), PushError> {
+        let mut buf = vec![0u8; 8 << 20];
+        let mut sent = 0u64;
+        loop {
+            let n = read_full(data, &mut buf).map_err(|e| io_to_push(e, &location_url))?;
+            if n == 0 {
+                break;
+            }
+            let url = self.url(&location_url);
+            let mut req = self
+                .agent
+                .patch(&url)
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Range", format!("{}-{}", sent, sent + n as u64 - 1));
+            if let Some(a) = &self.auth {
+                req = req.header("Authorization", a);
+            }
+            let resp = req.send(&buf[..n]).map_err(|e| self.http_err(&url, e))?;
+            let resp = self.check("uploading", resp, &[202, 204])?;
+            location_url = location(&resp).unwrap_or(location_url);
+            sent += n as u64;
+        }
+        Ok((location_url, sent))
+    }
+
+    fn finish_upload(&self, location_url: &str, digest: &Digest) -> Result<(), PushError> {
+        let sep = if location_url.contains('?') { '&' } else { '?' };
+        let url = self.url(&format!("{location_url}{sep}digest={digest}"));
+        let mut req = self.agent.put(&url);
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.send_empty().map_err(|e| self.http_err(&url, e))?;
+        self.check(&format!("committing blob {digest}"), resp, &[201, 204])?;
+        Ok(())
+    }
+
+    fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), PushError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let mut req = self.agent.put(&url).header("Content-Type", media_type);
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.send(bytes).map_err(|e| self.http_err(&url, e))?;
+        self.check(
+            &format!("pushing manifest {repo}:{reference}"),
+            resp,
+            &[201, 204],
+        )?;
+        Ok(())
+    }
+}
+
+fn location(resp: &ureq::http::Response<ureq::Body>) -> Option<String> {
+    resp.headers()
+        .get("Location")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    crate::source::read_up_to(r, buf)
+}
+
+fn io_to_push(e: io::Error, what: &str) -> PushError {
+    match e
+        .get_ref()
+        .and_then(|x| x.downcast_ref::<crate::bundle::LayerFault>())
+    {
+        Some(fault) => PushError::Corrupt {
+            member: match fault {
+                crate::bundle::LayerFault::Corrupt { member, .. }
+                | crate::bundle::LayerFault::Truncated { member } => member.clone(),
+            },
+            detail: fault.to_string(),
+        },
+        None => PushError::Http {
+            url: what.to_string(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// A layer as it will be pushed: its digest and size in the pushed encoding.
+struct PushedBlob {
+    digest: Digest,
+    size: u64,
+    media_type: &'static str,
+}
+
+const GZIP_BLOCK: usize = 1 << 20;
+
+/// pigz-style gzip: independent 1 MiB members compressed in parallel, written in order.
+/// Deterministic (same input, same bytes) and read by every gzip decoder (multi-member).
+fn gzip_parallel(input: &mut dyn Read, out: &mut dyn Write, threads: usize) -> io::Result<()> {
+    let threads = threads.max(1);
+    loop {
+        let mut blocks = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let mut block = vec![0u8; GZIP_BLOCK];
+            let n = read_full(input, &mut block)?;
+            if n == 0 {
+                break;
+            }
+            block.truncate(n);
+            blocks.push(block);
+        }
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let compressed: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = blocks
+                .iter()
+                .map(|b| {
+                    s.spawn(move || {
+                        let mut enc = flate2::write::GzEncoder::new(
+                            Vec::with_capacity(b.len() / 2),
+                            flate2::Compression::new(6),
+                        );
+                        enc.write_all(b)?;
+                        enc.finish()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("gzip worker failed")))
+                })
+                .collect()
+        });
+        for c in compressed {
+            out.write_all(&c?)?;
+        }
+    }
+}
+
+pub fn push(
+    reader: &BundleReader,
+    selected: &[Selected],
+    opts: &PushOptions,
+    progress: &dyn Progress,
+) -> Result<PushReport, PushError> {
+    let (host, prefix) = parse_target(&opts.target)?;
+    if !opts.insecure {
+        return Err(PushError::NeedsInsecure);
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let auth = match (&opts.username, &opts.password) {
+        (Some(u), Some(p)) => {
+            use ct_codecs::{Base64, Encoder};
+            let token = Base64::encode_to_string(format!("{u}:{p}"))
+                .map_err(|e| PushError::Target(e.to_string()))?;
+            Some(format!("Basic {token}"))
+        }
+        _ => docker_config_auth(&host).map(|token| format!("Basic {token}")),
+    };
+    let registry = Registry {
+        agent,
+        base: format!("http://{host}"),
+        host: host.clone(),
+        auth,
+    };
+    let ping = registry.get("/v2/")?;
+    registry.check("reaching the registry", ping, &[200])?;
+
+    let mut report = PushReport::default();
+    let index = &reader.index;
+    // Group the selected platform entries per logical image.
+    let mut names: Vec<&str> = selected.iter().map(|s| s.image.name.as_str()).collect();
+    names.dedup();
+    for name in names {
+        let entries: Vec<&Selected> = selected.iter().filter(|s| s.image.name == name).collect();
+        let (repo, tag) = destination(&prefix, name);
+        let mut descriptors = Vec::new();
+        for s in &entries {
+            let config = member(index, &s.entry.config)?;
+            push_small_blob(&registry, &repo, reader, config, &mut report)?;
+            let mut layers = Vec::new();
+            for l in &s.entry.layers {
+                let m = member(index, l)?;
+                layers.push(push_layer(
+                    &registry,
+                    &repo,
+                    reader,
+                    m,
+                    opts,
+                    &mut report,
+                    progress,
+                )?);
+            }
+            let manifest = serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config.digest,
+                    "size": config.size,
+                },
+                "layers": layers.iter().map(|b| json!({
+                    "mediaType": b.media_type,
+                    "digest": b.digest,
+                    "size": b.size,
+                })).collect::<Vec<_>>(),
+            }))
+            .map_err(|e| PushError::Target(e.to_string()))?;
+            let digest = Digest::of(&manifest);
+            registry.put_manifest(
+                &repo,
+                &digest.to_string(),
+                "application/vnd.oci.image.manifest.v1+json",
+                &manifest,
+            )?;
+            let p = &s.entry.platform;
+            let mut platform = json!({"os": p.os, "architecture": p.architecture});
+            if let Some(v) = &p.variant {
+                platform["variant"] = json!(v);
+            }
+            descriptors.push(json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest,
+                "size": manifest.len(),
+                "platform": platform,
+            }));
+        }
+        let image_index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": descriptors,
+        }))
+        .map_err(|e| PushError::Target(e.to_string()))?;
+        registry.put_manifest(
+            &repo,
+            &tag,
+            "application/vnd.oci.image.index.v1+json",
+            &image_index,
+        )?;
+        report.images.push(PushedImage {
+            name: name.to_string(),
+            reference: format!("{host}/{repo}:{tag}"),
+            platforms: entries
+                .iter()
+                .map(|s| s.entry.platform.to_string())
+                .collect(),
+            index_digest: Digest::of(&image_index),
+        });
+    }
+    Ok(report)
+}
+
+fn member<'a>(index: &'a crate::bundle::BundleIndex, d: &Digest) -> Result<&'a Member, PushError> {
+    index.member_by_digest(d).ok_or_else(|| PushError::Corrupt {
+        member: d.blob_path(),
+        detail: "named by the index but not a member".into(),
+    })
+}
+
+fn push_small_blob(
+    registry: &Registry,
+    repo: &str,
+    reader: &BundleReader,
+    m: &Member,
+    report: &mut PushReport,
+) -> Result<(), PushError> {
+    if registry.blob_exists(repo, &m.digest)? {
+        report.blobs_present += 1;
+        return Ok(());
+    }
+    let bytes = read_checked(reader, m)?;
+    let location = registry.start_upload(repo)?;
+    let (location, sent) = registry.patch_all(location, &mut &bytes[..])?;
+    registry.finish_upload(&location, &m.digest)?;
+    report.blobs_uploaded += 1;
+    report.bytes_uploaded += sent;
+    Ok(())
+}
+
+fn push_layer(
+    registry: &Registry,
+    repo: &str,
+    reader: &BundleReader,
+    m: &Member,
+    opts: &PushOptions,
+    report: &mut PushReport,
+    progress: &dyn Progress,
+) -> Result<PushedBlob, PushError> {
+    debug_assert_eq!(m.kind, MemberKind::Layer);
+    if opts.layer_format == LayerFormat::Zstd {
+        push_small_or_streamed_stored(registry, repo, reader, m, report)?;
+        return Ok(PushedBlob {
+            digest: m.digest.clone(),
+            size: m.size,
+            media_type: "application/vnd.oci.image.layer.v1.tar+zstd",
+        });
+    }
+    let (Some(diff_id), Some(size)) = (m.diff_id.clone(), m.uncompressed_size) else {
+        return Err(PushError::Corrupt {
+            member: m.name.clone(),
+            detail: "layer without diffId".into(),
+        });
+    };
+    let layer_err = |fault: crate::bundle::LayerFault| PushError::Corrupt {
+        member: m.name.clone(),
+        detail: fault.to_string(),
+    };
+    // The gzip digest decides whether the registry has it: compress once to learn it
+    // (deterministic), and again only when it must be uploaded.
+    let mut hasher = HashingWriter::new(io::sink());
+    let mut layer =
+        VerifiedLayer::new(reader, m, diff_id.clone(), size, &Silent).map_err(layer_err)?;
+    gzip_parallel(&mut layer, &mut hasher, opts.gzip_threads)
+        .map_err(|e| io_to_push(e, &m.name))?;
+    let (_, digest, gz_size) = hasher.finish();
+    let blob = PushedBlob {
+        digest: digest.clone(),
+        size: gz_size,
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
+    };
+    if registry.blob_exists(repo, &digest)? {
+        report.blobs_present += 1;
+        return Ok(blob);
+    }
+    progress.start(&format!("uploading {}", digest.short()), Some(gz_size));
+    let location = registry.start_upload(repo)?;
+    // Compress into a pipe read by the uploader: bounded memory, both cores busy.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+    let threads = opts.gzip_threads;
+    let result = std::thread::scope(|s| {
+        let producer = s.spawn(move || {
+            let mut layer = match VerifiedLayer::new(reader, m, diff_id, size, &Silent) {
+                Ok(l) => l,
+                Err(f) => {
+                    let _ = tx.send(Err(io::Error::other(f.to_string())));
+                    return;
+                }
+            };
+            let mut pipe = PipeWriter { tx: tx.clone() };
+            if let Err(e) = gzip_parallel(&mut layer, &mut pipe, threads) {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let mut pipe_reader = PipeReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+            progress,
+        };
+        let uploaded = registry.patch_all(location, &mut pipe_reader);
+        let _ = producer.join();
+        uploaded
+    });
+    progress.finish();
+    let (location, sent) = result?;
+    if sent != gz_size {
+        return Err(PushError::Corrupt {
+            member: m.name.clone(),
+            detail: format!("re-encoding gave {sent} bytes, the first pass {gz_size}"),
+        });
+    }
+    registry.finish_upload(&location, &digest)?;
+    report.blobs_uploaded += 1;
+    report.bytes_uploaded += sent;
+    Ok(blob)
+}
+
+/// A stored blob pushed as it is (zstd layers with `--layer-format zstd`).
+fn push_small_or_streamed_stored(
+    registry: &Registry,
+    repo: &str,
+    reader: &BundleReader,
+    m: &Member,
+    report: &mut PushReport,
+) -> Result<(), PushError> {
+    if registry.blob_exists(repo, &m.digest)? {
+        report.blobs_present += 1;
+        return Ok(());
+    }
+    let location = registry.start_upload(repo)?;
+    let mut checked = crate::digest::HashingReader::new(reader.member_reader(m));
+    let (location, sent) = registry.patch_all(location, &mut checked)?;
+    let (digest, n) = checked.finish();
+    if digest != m.digest || n != m.size {
+        return Err(PushError::Corrupt {
+            member: m.name.clone(),
+            detail: format!("digest {digest}, the index says {}", m.digest),
+        });
+    }
+    registry.finish_upload(&location, &m.digest)?;
+    report.blobs_uploaded += 1;
+    report.bytes_uploaded += sent;
+    Ok(())
+}
+
+struct PipeWriter {
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+}
+
+impl Write for PipeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx
+            .send(Ok(buf.to_vec()))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "upload stopped"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct PipeReader<'p> {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    progress: &'p dyn Progress,
+}
+
+impl Read for PipeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_destinations() {
+        assert_eq!(
+            parse_target("registry.local:5000/team").unwrap(),
+            ("registry.local:5000".into(), "team".into())
+        );
+        assert_eq!(
+            parse_target("127.0.0.1:5000").unwrap(),
+            ("127.0.0.1:5000".into(), String::new())
+        );
+        assert!(parse_target("").is_err());
+        assert_eq!(
+            destination("team", "svc:v1.0"),
+            ("team/svc".into(), "v1.0".into())
+        );
+        assert_eq!(destination("", "svc"), ("svc".into(), "latest".into()));
+    }
+
+    #[test]
+    fn parallel_gzip_is_deterministic_and_decodes() {
+        let data: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        gzip_parallel(&mut &data[..], &mut a, 2).unwrap();
+        gzip_parallel(&mut &data[..], &mut b, 1).unwrap();
+        assert_eq!(a, b);
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&a[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+    }
+}

@@ -1,0 +1,275 @@
+//! `push` into Debian's docker-registry (CNCF distribution) on a loopback port, checked
+//! with skopeo and a throwaway engine's `docker pull`.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command};
+
+struct Registry {
+    dir: tempfile::TempDir,
+    child: Child,
+    addr: String,
+}
+
+impl Registry {
+    fn start(user: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((u, p)) = user {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: archpack-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (scripts/install-deps.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry { dir, child, addr }
+    }
+
+    fn raw(&self, reference: &str, creds: Option<&str>) -> Option<Value> {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.args(["--creds", c]);
+        }
+        let out = cmd
+            .arg(format!("docker://{}/{reference}", self.addr))
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+fn push(bundle: &Path, target: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
+    archpack()
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .args(["push", "--allow-unsigned", "--insecure", "--json"])
+        .args(extra)
+        .arg(bundle)
+        .arg(target)
+        .assert()
+}
+
+fn report(a: &assert_cmd::assert::Assert) -> Value {
+    serde_json::from_slice(&a.get_output().stdout).unwrap()
+}
+
+#[test]
+fn pushed_indexes_are_complete_and_pull_to_the_same_image_ids() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    let first = push(&bundle, &registry.addr, &[]).success();
+    let first = report(&first);
+    assert_eq!(first["images"].as_array().unwrap().len(), 2);
+    assert!(first["blobsUploaded"].as_u64().unwrap() > 0);
+
+    for name in ["svc:v1.0", "other:v2"] {
+        let index = registry.raw(name, None).expect("index pushed");
+        assert_eq!(
+            index["mediaType"],
+            "application/vnd.oci.image.index.v1+json"
+        );
+        let manifests = index["manifests"].as_array().unwrap();
+        assert_eq!(manifests.len(), 2);
+        // Every child the index names is there, with gzip layers and the bundle's config.
+        for m in manifests {
+            let digest = m["digest"].as_str().unwrap();
+            let child = registry
+                .raw(
+                    &format!("{}@{digest}", name.split(':').next().unwrap()),
+                    None,
+                )
+                .expect("child manifest present");
+            for l in child["layers"].as_array().unwrap() {
+                assert_eq!(
+                    l["mediaType"],
+                    "application/vnd.oci.image.layer.v1.tar+gzip"
+                );
+            }
+        }
+    }
+
+    // A Docker engine pulls its own architecture, with load's image ID.
+    let engine = TestEngine::start();
+    let reference = format!("{}/svc:v1.0", registry.addr);
+    let pull = engine.docker(&["pull", "-q", &reference]);
+    assert!(
+        pull.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    let native = if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let (_, _, want) = image_ids(&bundle)
+        .into_iter()
+        .find(|(n, p, _)| n == "svc:v1.0" && p.contains(native))
+        .unwrap();
+    assert_eq!(
+        engine.inspect(&reference, "{{.Id}}").as_deref(),
+        Some(want.as_str())
+    );
+
+    // Pushing again uploads nothing.
+    let again = report(&push(&bundle, &registry.addr, &[]).success());
+    assert_eq!(again["blobsUploaded"], 0);
+}
+
+#[test]
+fn basic_auth_with_good_bad_and_stored_credentials() {
+    let registry = Registry::start(Some(("field", "s3cret")));
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &["--platform", "linux/arm64"]);
+    push(&bundle, &registry.addr, &[])
+        .code(1)
+        .stderr(predicate::str::contains(
+            "authentication required or refused",
+        ));
+    archpack()
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .args([
+            "push",
+            "--allow-unsigned",
+            "--insecure",
+            "--username",
+            "field",
+            "--password-stdin",
+        ])
+        .arg(&bundle)
+        .arg(&registry.addr)
+        .write_stdin("wrong\n")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "authentication required or refused",
+        ));
+    archpack()
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .args([
+            "push",
+            "--allow-unsigned",
+            "--insecure",
+            "--username",
+            "field",
+            "--password-stdin",
+        ])
+        .arg(&bundle)
+        .arg(format!("{}/team", registry.addr))
+        .write_stdin("s3cret\n")
+        .assert()
+        .success();
+    assert!(registry
+        .raw("team/svc:v1.0", Some("field:s3cret"))
+        .is_some());
+
+    // What `docker login` stores in config.json is used.
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"ZmllbGQ6czNjcmV0"}}}}}}"#,
+            registry.addr
+        ),
+    )
+    .unwrap();
+    archpack()
+        .env("DOCKER_CONFIG", config.path())
+        .args(["push", "--allow-unsigned", "--insecure"])
+        .arg(&bundle)
+        .arg(format!("{}/stored", registry.addr))
+        .assert()
+        .success();
+    assert!(registry
+        .raw("stored/other:v2", Some("field:s3cret"))
+        .is_some());
+}
+
+#[test]
+fn zstd_as_stored_and_a_corrupt_layer_never_gets_a_tag() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    push(
+        &bundle,
+        &registry.addr,
+        &["--layer-format", "zstd", "--image", "svc:v1.0"],
+    )
+    .success();
+    let index = registry.raw("svc:v1.0", None).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let child = registry.raw(&format!("svc@{digest}"), None).unwrap();
+    assert_eq!(
+        child["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+
+    // Corrupt an arm64-only layer: that platform fails, and other:v2 gets no tag.
+    let index = bundle_index(&bundle);
+    let arm = index["images"][0]["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["platform"]["architecture"] == "arm64")
+        .unwrap()
+        .clone();
+    let layer = arm["layers"][0].as_str().unwrap();
+    let m = index["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["digest"] == layer)
+        .unwrap();
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = (m["offset"].as_u64().unwrap() + m["size"].as_u64().unwrap() / 2) as usize;
+    bytes[at] ^= 0x40;
+    std::fs::write(&bundle, &bytes).unwrap();
+    let name = m["name"].as_str().unwrap();
+    push(&bundle, &registry.addr, &["--image", "other:v2"])
+        .code(3)
+        .stderr(predicate::str::contains(name));
+    assert!(registry.raw("other:v2", None).is_none(), "a tag was pushed");
+}
