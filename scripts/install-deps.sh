@@ -9,7 +9,7 @@ set -euo pipefail
 need=()
 for pair in dockerd:docker.io skopeo:skopeo umoci:umoci minisign:minisign \
   jq:jq zstd:zstd busybox:busybox-static podman:podman ctr:containerd \
-  docker-registry:docker-registry htpasswd:apache2-utils; do
+  docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -6,8 +6,8 @@
 //! older containerd cannot pull zstd) with a block-parallel gzip, or pushed as stored
 //! with `--layer-format zstd`. Configs are unchanged, so image IDs match `load`'s.
 //!
-//! This first cut speaks plain HTTP (`--insecure`, for loopback and lab registries) with
-//! basic auth; HTTPS and token auth are to come.
+//! HTTPS with the system's CA certificates plus `--ca-cert`, or plain HTTP with
+//! `--insecure`; basic auth. Token auth and cross-repository mounts are to come.
 
 use crate::bundle::{BundleReader, Member, MemberKind, VerifiedLayer};
 use crate::digest::{Digest, HashingWriter};
@@ -20,8 +20,8 @@ use std::io::{self, Read, Write};
 pub enum PushError {
     #[error("{0:?} is not a registry reference; use HOST[:PORT][/PREFIX], e.g. registry.local:5000/team")]
     Target(String),
-    #[error("this archpack talks plain HTTP to registries only; pass --insecure for a loopback or lab registry (HTTPS is not supported yet)")]
-    NeedsInsecure,
+    #[error("{path}: {detail}")]
+    CaCert { path: String, detail: String },
     #[error("{url}: {detail}")]
     Http { url: String, detail: String },
     #[error("{what}: the registry answered {status}: {body}")]
@@ -47,7 +47,10 @@ pub enum LayerFormat {
 pub struct PushOptions {
     /// `host[:port][/prefix]`.
     pub target: String,
+    /// Plain HTTP instead of HTTPS.
     pub insecure: bool,
+    /// Extra trusted CA certificates (PEM), on top of the system's.
+    pub ca_certs: Vec<std::path::PathBuf>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub layer_format: LayerFormat,
@@ -83,6 +86,47 @@ fn parse_target(target: &str) -> Result<(String, String), PushError> {
         return Err(PushError::Target(target.to_string()));
     }
     Ok((host.to_string(), prefix.to_string()))
+}
+
+/// System CA bundles Debian, Ubuntu, Fedora and friends keep.
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+/// The system's CA certificates plus the given PEM files.
+fn trusted_roots(
+    extra: &[std::path::PathBuf],
+) -> Result<Vec<ureq::tls::Certificate<'static>>, PushError> {
+    let mut certs = Vec::new();
+    let mut add = |pem: &[u8], path: &str, required: bool| -> Result<(), PushError> {
+        let before = certs.len();
+        for item in ureq::tls::parse_pem(pem) {
+            if let Ok(ureq::tls::PemItem::Certificate(c)) = item {
+                certs.push(c);
+            }
+        }
+        if required && certs.len() == before {
+            return Err(PushError::CaCert {
+                path: path.to_string(),
+                detail: "no PEM certificate in it".into(),
+            });
+        }
+        Ok(())
+    };
+    for bundle in SYSTEM_CA_BUNDLES {
+        if let Ok(pem) = std::fs::read(bundle) {
+            add(&pem, bundle, false)?;
+        }
+    }
+    for path in extra {
+        let pem = std::fs::read(path).map_err(|e| PushError::CaCert {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        add(&pem, &path.display().to_string(), true)?;
+    }
+    Ok(certs)
 }
 
 /// The base64 `user:password` `docker login` stored for `host`, from
@@ -133,9 +177,15 @@ impl Registry {
     }
 
     fn http_err(&self, url: &str, e: ureq::Error) -> PushError {
+        let mut detail = e.to_string();
+        if detail.contains("certificate") || detail.contains("UnknownIssuer") {
+            detail.push_str(
+                " (the registry's TLS certificate is not trusted here: pass --ca-cert with your site's CA certificate)",
+            );
+        }
         PushError::Http {
             url: url.to_string(),
-            detail: e.to_string(),
+            detail,
         }
     }
 
@@ -361,11 +411,14 @@ pub fn push(
     progress: &dyn Progress,
 ) -> Result<PushReport, PushError> {
     let (host, prefix) = parse_target(&opts.target)?;
-    if !opts.insecure {
-        return Err(PushError::NeedsInsecure);
-    }
+    let roots = trusted_roots(&opts.ca_certs)?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+                .build(),
+        )
         .build()
         .into();
     let auth = match (&opts.username, &opts.password) {
@@ -379,7 +432,7 @@ pub fn push(
     };
     let registry = Registry {
         agent,
-        base: format!("http://{host}"),
+        base: format!("{}://{host}", if opts.insecure { "http" } else { "https" }),
         host: host.clone(),
         auth,
     };

@@ -17,6 +17,11 @@ struct Registry {
 
 impl Registry {
     fn start(user: Option<(&str, &str)>) -> Registry {
+        Self::start_with(user, None)
+    }
+
+    /// `tls`: (certificate, key) PEM files to serve HTTPS with.
+    fn start_with(user: Option<(&str, &str)>, tls: Option<(&Path, &Path)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -38,6 +43,13 @@ impl Registry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: archpack-test\n    path: {}\n",
                 dir.path().join("htpasswd").display()
+            ));
+        }
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
             ));
         }
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
@@ -272,4 +284,94 @@ fn zstd_as_stored_and_a_corrupt_layer_never_gets_a_tag() {
         .code(3)
         .stderr(predicate::str::contains(name));
     assert!(registry.raw("other:v2", None).is_none(), "a tag was pushed");
+}
+
+/// A site CA and a server certificate for 127.0.0.1 it signed (openssl).
+fn site_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=archpack-test-ca",
+        "-days",
+        "2",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+#[test]
+fn https_registries_need_their_ca_and_then_work() {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = site_pki(pki.path());
+    let registry = Registry::start_with(None, Some((&cert, &key)));
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &["--platform", "linux/amd64"]);
+    let https = |extra: &[&str]| {
+        archpack()
+            .env("DOCKER_CONFIG", "/nonexistent")
+            .args(["push", "--allow-unsigned"])
+            .args(extra)
+            .arg(&bundle)
+            .arg(&registry.addr)
+            .assert()
+    };
+    https(&[])
+        .code(1)
+        .stderr(predicate::str::contains("pass --ca-cert"));
+    https(&["--ca-cert", ca.to_str().unwrap()]).success();
+    let index = registry.raw("svc:v1.0", None).expect("pushed over HTTPS");
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
 }

@@ -153,9 +153,12 @@ struct PushArgs {
     /// Push only these images (logical names; repeatable).
     #[arg(long = "image", value_name = "NAME")]
     images: Vec<String>,
-    /// Plain HTTP (loopback and lab registries). Required for now: HTTPS is not yet supported.
+    /// Plain HTTP instead of HTTPS (loopback and lab registries only).
     #[arg(long)]
     insecure: bool,
+    /// Also trust this CA certificate (PEM) for the registry's HTTPS; repeatable.
+    #[arg(long = "ca-cert", value_name = "PEM")]
+    ca_certs: Vec<PathBuf>,
     /// Registry user (with --password-stdin).
     #[arg(long, requires = "password_stdin")]
     username: Option<String>,
@@ -498,6 +501,7 @@ fn push_command(args: PushArgs, progress: &output::Bars) -> Result<ExitCode> {
     let opts = archpack::push::PushOptions {
         target: args.target.clone(),
         insecure: args.insecure,
+        ca_certs: args.ca_certs.clone(),
         username: args.username.clone(),
         password,
         layer_format: match args.layer_format {
