@@ -72,7 +72,46 @@ pub struct PushReport {
     pub images: Vec<PushedImage>,
     pub blobs_uploaded: usize,
     pub blobs_present: usize,
+    /// Blobs linked from another repository of this push instead of uploaded again.
+    pub blobs_mounted: usize,
     pub bytes_uploaded: u64,
+    /// Repository each blob was pushed to first, for mounts.
+    #[serde(skip)]
+    seen_in: std::collections::HashMap<Digest, String>,
+}
+
+impl PushReport {
+    /// Whether `digest` is already in `repo`, or could be mounted there from a
+    /// repository this push filled.
+    fn have(
+        &mut self,
+        registry: &Registry,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<bool, PushError> {
+        if registry.blob_exists(repo, digest)? {
+            self.blobs_present += 1;
+            self.seen_in
+                .entry(digest.clone())
+                .or_insert_with(|| repo.to_string());
+            return Ok(true);
+        }
+        if let Some(from) = self.seen_in.get(digest).filter(|f| *f != repo).cloned() {
+            if registry.mount(repo, digest, &from)? {
+                self.blobs_mounted += 1;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn uploaded(&mut self, repo: &str, digest: &Digest, bytes: u64) {
+        self.blobs_uploaded += 1;
+        self.bytes_uploaded += bytes;
+        self.seen_in
+            .entry(digest.clone())
+            .or_insert_with(|| repo.to_string());
+    }
 }
 
 /// Splits `host[:port][/prefix]`.
@@ -239,6 +278,24 @@ impl Registry {
                 .check(&format!("checking blob {digest}"), resp, &[])
                 .map(|_| false),
         }
+    }
+
+    /// Asks the registry to link `digest` from `from` into `repo` (no bytes sent).
+    /// Ok(true): mounted. Ok(false): not mounted (the started session is abandoned).
+    fn mount(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool, PushError> {
+        let url = self.url(&format!(
+            "/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
+        ));
+        let mut req = self.agent.post(&url);
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.send_empty().map_err(|e| self.http_err(&url, e))?;
+        Ok(self
+            .check("mounting a blob", resp, &[201, 202])?
+            .status()
+            .as_u16()
+            == 201)
     }
 
     fn start_upload(&self, repo: &str) -> Result<String, PushError> {
@@ -537,16 +594,14 @@ fn push_small_blob(
     m: &Member,
     report: &mut PushReport,
 ) -> Result<(), PushError> {
-    if registry.blob_exists(repo, &m.digest)? {
-        report.blobs_present += 1;
+    if report.have(registry, repo, &m.digest)? {
         return Ok(());
     }
     let bytes = read_checked(reader, m)?;
     let location = registry.start_upload(repo)?;
     let (location, sent) = registry.patch_all(location, &mut &bytes[..])?;
     registry.finish_upload(&location, &m.digest)?;
-    report.blobs_uploaded += 1;
-    report.bytes_uploaded += sent;
+    report.uploaded(repo, &m.digest, sent);
     Ok(())
 }
 
@@ -591,8 +646,7 @@ fn push_layer(
         size: gz_size,
         media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
     };
-    if registry.blob_exists(repo, &digest)? {
-        report.blobs_present += 1;
+    if report.have(registry, repo, &digest)? {
         return Ok(blob);
     }
     progress.start(&format!("uploading {}", digest.short()), Some(gz_size));
@@ -633,8 +687,7 @@ fn push_layer(
         });
     }
     registry.finish_upload(&location, &digest)?;
-    report.blobs_uploaded += 1;
-    report.bytes_uploaded += sent;
+    report.uploaded(repo, &digest, sent);
     Ok(blob)
 }
 
@@ -646,8 +699,7 @@ fn push_small_or_streamed_stored(
     m: &Member,
     report: &mut PushReport,
 ) -> Result<(), PushError> {
-    if registry.blob_exists(repo, &m.digest)? {
-        report.blobs_present += 1;
+    if report.have(registry, repo, &m.digest)? {
         return Ok(());
     }
     let location = registry.start_upload(repo)?;
@@ -661,8 +713,7 @@ fn push_small_or_streamed_stored(
         });
     }
     registry.finish_upload(&location, &m.digest)?;
-    report.blobs_uploaded += 1;
-    report.bytes_uploaded += sent;
+    report.uploaded(repo, &m.digest, sent);
     Ok(())
 }
 

@@ -116,6 +116,9 @@ fn pushed_indexes_are_complete_and_pull_to_the_same_image_ids() {
     let first = report(&first);
     assert_eq!(first["images"].as_array().unwrap().len(), 2);
     assert!(first["blobsUploaded"].as_u64().unwrap() > 0);
+    // The second repository gets both arches' base layers and the shared app layer
+    // linked from the first, not uploaded again (their .conf layers differ).
+    assert_eq!(first["blobsMounted"], 3, "{first}");
 
     for name in ["svc:v1.0", "other:v2"] {
         let index = registry.raw(name, None).expect("index pushed");

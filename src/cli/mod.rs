@@ -525,9 +525,10 @@ fn push_command(args: PushArgs, progress: &output::Bars) -> Result<ExitCode> {
             );
         }
         println!(
-            "uploaded {} blobs ({}), {} already in the registry",
+            "uploaded {} blobs ({}), mounted {} across repositories, {} already there",
             report.blobs_uploaded,
             output::human_bytes(report.bytes_uploaded),
+            report.blobs_mounted,
             report.blobs_present
         );
     }
