@@ -378,3 +378,77 @@ fn https_registries_need_their_ca_and_then_work() {
     let index = registry.raw("svc:v1.0", None).expect("pushed over HTTPS");
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn an_interrupted_push_leaves_no_tag_and_a_rerun_completes_with_what_is_missing() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let native = if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let small = dir.path().join("small.tar");
+    write_docker_archive(
+        &small,
+        SyntheticImage {
+            tag: "aaa:1",
+            architecture: Some(native),
+            layers: vec![layer_tar(&[("a", b"small")])],
+            diff_ids: None,
+        },
+    );
+    let big = dir.path().join("big.tar");
+    let noise = incompressible(160 << 20, 0x51ed270b);
+    write_docker_archive(
+        &big,
+        SyntheticImage {
+            tag: "zzz:1",
+            architecture: Some(native),
+            layers: vec![layer_tar(&[("noise", &noise)])],
+            diff_ids: None,
+        },
+    );
+    drop(noise);
+    let bundle = dir.path().join("b.archpack");
+    archpack()
+        .args(["create", "-q", "--level", "1", "-o"])
+        .arg(&bundle)
+        .arg(format!("docker-archive:{}", small.display()))
+        .arg(format!("docker-archive:{}", big.display()))
+        .assert()
+        .success();
+
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("archpack"))
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .args(["push", "-q", "--allow-unsigned", "--insecure"])
+        .arg(&bundle)
+        .arg(&registry.addr)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let finished_early = child.try_wait().unwrap().is_some();
+    child.kill().ok();
+    child.wait().unwrap();
+    assert!(
+        !finished_early,
+        "the push finished before it could be interrupted"
+    );
+    assert!(
+        registry.raw("aaa:1", None).is_some(),
+        "the small image was pushed first"
+    );
+    assert!(
+        registry.raw("zzz:1", None).is_none(),
+        "an interrupted image got a tag"
+    );
+
+    let rerun = push(&bundle, &registry.addr, &[]).success();
+    let rerun = report(&rerun);
+    // Only the interrupted layer travels again; both configs and the small layer stay.
+    assert_eq!(rerun["blobsUploaded"], 1, "{rerun}");
+    assert_eq!(rerun["blobsPresent"], 3, "{rerun}");
+    assert!(registry.raw("zzz:1", None).is_some());
+}
