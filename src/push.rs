@@ -7,7 +7,7 @@
 //! with `--layer-format zstd`. Configs are unchanged, so image IDs match `load`'s.
 //!
 //! HTTPS with the system's CA certificates plus `--ca-cert`, or plain HTTP with
-//! `--insecure`; basic auth. Token auth and cross-repository mounts are to come.
+//! `--insecure`; basic auth, or Bearer tokens from the registry's token service.
 
 use crate::bundle::{BundleReader, Member, MemberKind, VerifiedLayer};
 use crate::digest::{Digest, HashingWriter};
@@ -203,10 +203,64 @@ struct Registry {
     agent: ureq::Agent,
     base: String,
     host: String,
+    /// The header sent with every request (Basic, or a Bearer token for the current scope).
     auth: Option<String>,
+    /// Basic credentials, kept to ask a token service for Bearer tokens.
+    basic: Option<String>,
+    /// The token service (realm, service) when the registry asked for Bearer tokens.
+    token_service: Option<(String, String)>,
+}
+
+/// `Bearer realm="…",service="…",scope="…"` → its parameters.
+fn parse_challenge(header: &str) -> Option<(String, String)> {
+    let rest = header.trim().strip_prefix("Bearer ")?;
+    let mut realm = None;
+    let mut service = String::new();
+    for part in rest.split(',') {
+        let (k, v) = part.trim().split_once('=')?;
+        let v = v.trim_matches('"').to_string();
+        match k {
+            "realm" => realm = Some(v),
+            "service" => service = v,
+            _ => {}
+        }
+    }
+    Some((realm?, service))
 }
 
 impl Registry {
+    /// Gets a Bearer token for `scopes` (`repository:NAME:pull,push`) from the token
+    /// service the registry named, when it uses one.
+    fn authorize(&mut self, scopes: &[String]) -> Result<(), PushError> {
+        let Some((realm, service)) = self.token_service.clone() else {
+            return Ok(());
+        };
+        let mut url = format!("{realm}?service={service}");
+        for scope in scopes {
+            url.push_str(&format!("&scope={scope}"));
+        }
+        let mut req = self.agent.get(&url);
+        if let Some(b) = &self.basic {
+            req = req.header("Authorization", b);
+        }
+        let resp = req.call().map_err(|e| self.http_err(&url, e))?;
+        let mut resp = self.check("getting a registry token", resp, &[200])?;
+        let body: serde_json::Value = resp
+            .body_mut()
+            .read_json()
+            .map_err(|e| self.http_err(&url, e))?;
+        let token = body
+            .get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| PushError::Http {
+                url,
+                detail: "the token service answered without a token".into(),
+            })?;
+        self.auth = Some(format!("Bearer {token}"));
+        Ok(())
+    }
+
     fn url(&self, path: &str) -> String {
         if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()
@@ -487,14 +541,31 @@ pub fn push(
         }
         _ => docker_config_auth(&host).map(|token| format!("Basic {token}")),
     };
-    let registry = Registry {
+    let mut registry = Registry {
         agent,
         base: format!("{}://{host}", if opts.insecure { "http" } else { "https" }),
         host: host.clone(),
+        basic: auth.clone(),
         auth,
+        token_service: None,
     };
     let ping = registry.get("/v2/")?;
-    registry.check("reaching the registry", ping, &[200])?;
+    // A registry with a token service says so in its challenge; tokens are then asked
+    // for per repository (with pull on the repositories mounts come from).
+    if ping.status().as_u16() == 401 {
+        if let Some(challenge) = ping
+            .headers()
+            .get("WWW-Authenticate")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge)
+        {
+            registry.token_service = Some(challenge);
+            registry.auth = None;
+        }
+    }
+    if registry.token_service.is_none() {
+        registry.check("reaching the registry", ping, &[200])?;
+    }
 
     let mut report = PushReport::default();
     let index = &reader.index;
@@ -504,6 +575,22 @@ pub fn push(
     for name in names {
         let entries: Vec<&Selected> = selected.iter().filter(|s| s.image.name == name).collect();
         let (repo, tag) = destination(&prefix, name);
+        let mut scopes = vec![format!("repository:{repo}:pull,push")];
+        let mut others: Vec<String> = report.seen_in.values().cloned().collect();
+        others.sort();
+        others.dedup();
+        scopes.extend(
+            others
+                .into_iter()
+                .filter(|r| *r != repo)
+                .map(|r| format!("repository:{r}:pull")),
+        );
+        registry.authorize(&scopes)?;
+        progress.note(&format!(
+            "pushing {name} ({} platform{}) to {host}/{repo}:{tag}",
+            entries.len(),
+            if entries.len() == 1 { "" } else { "s" }
+        ));
         let mut descriptors = Vec::new();
         for s in &entries {
             let config = member(index, &s.entry.config)?;

@@ -22,6 +22,15 @@ impl Registry {
 
     /// `tls`: (certificate, key) PEM files to serve HTTPS with.
     fn start_with(user: Option<(&str, &str)>, tls: Option<(&Path, &Path)>) -> Registry {
+        Self::start_full(user, tls, None)
+    }
+
+    /// `token`: (realm URL, signing certificate) of a token service to require.
+    fn start_full(
+        user: Option<(&str, &str)>,
+        tls: Option<(&Path, &Path)>,
+        token: Option<(&str, &Path)>,
+    ) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -43,6 +52,12 @@ impl Registry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: archpack-test\n    path: {}\n",
                 dir.path().join("htpasswd").display()
+            ));
+        }
+        if let Some((realm, cert)) = token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: archpack-test-registry\n    issuer: archpack-test-issuer\n    rootcertbundle: {}\n",
+                cert.display()
             ));
         }
         if let Some((cert, key)) = tls {
@@ -451,4 +466,85 @@ fn an_interrupted_push_leaves_no_tag_and_a_rerun_completes_with_what_is_missing(
     assert_eq!(rerun["blobsUploaded"], 1, "{rerun}");
     assert_eq!(rerun["blobsPresent"], 3, "{rerun}");
     assert!(registry.raw("zzz:1", None).is_some());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn token_auth_through_the_registrys_token_service() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("token.key");
+    let cert = keys.path().join("token.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=archpack-test-issuer",
+            "-days",
+            "2",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let port = free_port();
+    let mut issuer = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/token_server.py"))
+        .arg(port.to_string())
+        .arg(&key)
+        .arg(&cert)
+        .args(["fleet", "t0ken-pass"])
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let realm = format!("http://127.0.0.1:{port}/token");
+    let registry = Registry::start_full(None, None, Some((&realm, &cert)));
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    let with_password = |password: &str| {
+        archpack()
+            .env("DOCKER_CONFIG", "/nonexistent")
+            .args([
+                "push",
+                "--allow-unsigned",
+                "--insecure",
+                "--json",
+                "--username",
+                "fleet",
+                "--password-stdin",
+            ])
+            .arg(&bundle)
+            .arg(&registry.addr)
+            .write_stdin(format!("{password}\n"))
+            .assert()
+    };
+    with_password("wrong")
+        .code(1)
+        .stderr(predicate::str::contains(
+            "authentication required or refused",
+        ));
+    let pushed = report(&with_password("t0ken-pass").success());
+    // Mounts between repositories need pull on the source too: the token asks for it.
+    assert_eq!(pushed["blobsMounted"], 3, "{pushed}");
+    assert!(registry.raw("svc:v1.0", Some("fleet:t0ken-pass")).is_some());
+    let _ = issuer.kill();
+    let _ = issuer.wait();
 }
