@@ -11,7 +11,7 @@
 
 use crate::bundle::{BundleReader, Member, MemberKind, VerifiedLayer};
 use crate::digest::{Digest, HashingWriter};
-use crate::extract::{read_checked, ExtractError, Selected};
+use crate::extract::{ExtractError, Selected};
 use crate::progress::{Progress, Silent};
 use serde_json::json;
 use std::io::{self, Read, Write};
@@ -594,7 +594,7 @@ pub fn push(
         let mut descriptors = Vec::new();
         for s in &entries {
             let config = member(index, &s.entry.config)?;
-            push_small_blob(&registry, &repo, reader, config, &mut report)?;
+            push_stored_blob(&registry, &repo, reader, config, &mut report)?;
             let mut layers = Vec::new();
             for l in &s.entry.layers {
                 let m = member(index, l)?;
@@ -674,24 +674,6 @@ fn member<'a>(index: &'a crate::bundle::BundleIndex, d: &Digest) -> Result<&'a M
     })
 }
 
-fn push_small_blob(
-    registry: &Registry,
-    repo: &str,
-    reader: &BundleReader,
-    m: &Member,
-    report: &mut PushReport,
-) -> Result<(), PushError> {
-    if report.have(registry, repo, &m.digest)? {
-        return Ok(());
-    }
-    let bytes = read_checked(reader, m)?;
-    let location = registry.start_upload(repo)?;
-    let (location, sent) = registry.patch_all(location, &mut &bytes[..])?;
-    registry.finish_upload(&location, &m.digest)?;
-    report.uploaded(repo, &m.digest, sent);
-    Ok(())
-}
-
 fn push_layer(
     registry: &Registry,
     repo: &str,
@@ -703,7 +685,7 @@ fn push_layer(
 ) -> Result<PushedBlob, PushError> {
     debug_assert_eq!(m.kind, MemberKind::Layer);
     if opts.layer_format == LayerFormat::Zstd {
-        push_small_or_streamed_stored(registry, repo, reader, m, report)?;
+        push_stored_blob(registry, repo, reader, m, report)?;
         return Ok(PushedBlob {
             digest: m.digest.clone(),
             size: m.size,
@@ -778,8 +760,9 @@ fn push_layer(
     Ok(blob)
 }
 
-/// A stored blob pushed as it is (zstd layers with `--layer-format zstd`).
-fn push_small_or_streamed_stored(
+/// A blob pushed as stored (configs; zstd layers with `--layer-format zstd`), checked
+/// against its digest before the upload is committed.
+fn push_stored_blob(
     registry: &Registry,
     repo: &str,
     reader: &BundleReader,

@@ -75,12 +75,7 @@ impl Registry {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("docker-registry (scripts/install-deps.sh installs it)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_for_port(&addr);
         Registry { dir, child, addr }
     }
 
@@ -509,12 +504,7 @@ fn token_auth_through_the_registrys_token_service() {
         .args(["fleet", "t0ken-pass"])
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for_port(&format!("127.0.0.1:{port}"));
     let realm = format!("http://127.0.0.1:{port}/token");
     let registry = Registry::start_full(None, None, Some((&realm, &cert)));
     let dir = tempfile::tempdir().unwrap();

@@ -339,3 +339,14 @@ pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
     }
     out
 }
+
+/// Waits (up to 5 s) until something listens on `addr`.
+pub fn wait_for_port(addr: &str) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing listens on {addr}");
+}
