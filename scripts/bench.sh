@@ -134,19 +134,29 @@ for rep in $(seq 1 "$reps"); do
   record ap_create_rss "$rss"
   record ap_bytes "$(stat -c %s "$work/ap/app.archpack")"
 
-  # Loads, each into a fresh engine.
-  fresh_engine
-  t=$(now); for img in $host_images; do gunzip -c "$work/seeds/${img//[:\/]/_}.tar.gz" | docker load -q >/dev/null; done
-  record seeds_load "$(since "$t")"; drop_engine
-  fresh_engine
-  cat "$work/raw-host.tar" >/dev/null
-  t=$(now); docker load -q -i "$work/raw-host.tar" >/dev/null; record raw_load "$(since "$t")"; drop_engine
-  fresh_engine
-  t=$(now); rss=$(rss_of "$archpack" load -q --allow-unsigned --json "$work/ap/app.archpack"); record ap_load "$(since "$t")"
-  record ap_load_rss "$rss"
-  "$archpack" load -q --allow-unsigned --json "$work/ap/app.archpack" >"$work/reload.json"
-  t=$(now); "$archpack" load -q --allow-unsigned "$work/ap/app.archpack" >/dev/null; record ap_reload "$(since "$t")"
-  drop_engine
+  # Loads, each into a fresh engine, after a sync (the previous engines' writeback would
+  # otherwise land on whichever load runs next), in an order that rotates per repetition.
+  load_seeds() {
+    t=$(now); for img in $host_images; do gunzip -c "$work/seeds/${img//[:\/]/_}.tar.gz" | docker load -q >/dev/null; done
+    record seeds_load "$(since "$t")"
+  }
+  load_raw() {
+    cat "$work/raw-host.tar" >/dev/null
+    t=$(now); docker load -q -i "$work/raw-host.tar" >/dev/null; record raw_load "$(since "$t")"
+  }
+  load_ap() {
+    cat "$work/ap/app.archpack" >/dev/null
+    t=$(now); rss=$(rss_of "$archpack" load -q --allow-unsigned --json "$work/ap/app.archpack"); record ap_load "$(since "$t")"
+    record ap_load_rss "$rss"
+    t=$(now); "$archpack" load -q --allow-unsigned "$work/ap/app.archpack" >/dev/null; record ap_reload "$(since "$t")"
+  }
+  order=(load_seeds load_raw load_ap)
+  for k in 0 1 2; do
+    fresh_engine
+    sync; sleep 1
+    "${order[$(( (k + rep) % 3 ))]}"
+    drop_engine
+  done
 done
 
 # Bytes the chosen platform needs vs bytes archpack read (from a dry run's accounting).
