@@ -225,7 +225,10 @@ pub fn write_docker_archive<W: Write>(
     Ok(stats)
 }
 
-fn member<'a>(index: &'a BundleIndex, digest: &Digest) -> Result<&'a Member, ExtractError> {
+pub(crate) fn member<'a>(
+    index: &'a BundleIndex,
+    digest: &Digest,
+) -> Result<&'a Member, ExtractError> {
     index
         .member_by_digest(digest)
         .ok_or_else(|| ExtractError::Corrupt {
@@ -263,7 +266,7 @@ impl<W: Write> TarOut<W> {
 
     fn error(&self, error: io::Error) -> ExtractError {
         // A verification failure travels as the io::Error's payload.
-        match error.get_ref().and_then(|e| e.downcast_ref::<LayerFault>()) {
+        match LayerFault::in_io(&error) {
             Some(LayerFault::Corrupt { member, detail }) => ExtractError::Corrupt {
                 member: member.clone(),
                 detail: detail.clone(),

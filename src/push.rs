@@ -375,7 +375,8 @@ impl Registry {
         let mut buf = vec![0u8; 8 << 20];
         let mut sent = 0u64;
         loop {
-            let n = read_full(data, &mut buf).map_err(|e| io_to_push(e, &location_url))?;
+            let n = crate::source::read_up_to(data, &mut buf)
+                .map_err(|e| io_to_push(e, &location_url))?;
             if n == 0 {
                 break;
             }
@@ -437,20 +438,10 @@ fn location(resp: &ureq::http::Response<ureq::Body>) -> Option<String> {
         .map(String::from)
 }
 
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    crate::source::read_up_to(r, buf)
-}
-
 fn io_to_push(e: io::Error, what: &str) -> PushError {
-    match e
-        .get_ref()
-        .and_then(|x| x.downcast_ref::<crate::bundle::LayerFault>())
-    {
+    match crate::bundle::LayerFault::in_io(&e) {
         Some(fault) => PushError::Corrupt {
-            member: match fault {
-                crate::bundle::LayerFault::Corrupt { member, .. }
-                | crate::bundle::LayerFault::Truncated { member } => member.clone(),
-            },
+            member: fault.member().to_string(),
             detail: fault.to_string(),
         },
         None => PushError::Http {
@@ -477,7 +468,7 @@ fn gzip_parallel(input: &mut dyn Read, out: &mut dyn Write, threads: usize) -> i
         let mut blocks = Vec::with_capacity(threads);
         for _ in 0..threads {
             let mut block = vec![0u8; GZIP_BLOCK];
-            let n = read_full(input, &mut block)?;
+            let n = crate::source::read_up_to(input, &mut block)?;
             if n == 0 {
                 break;
             }
@@ -593,11 +584,11 @@ pub fn push(
         ));
         let mut descriptors = Vec::new();
         for s in &entries {
-            let config = member(index, &s.entry.config)?;
+            let config = crate::extract::member(index, &s.entry.config)?;
             push_stored_blob(&registry, &repo, reader, config, &mut report)?;
             let mut layers = Vec::new();
             for l in &s.entry.layers {
-                let m = member(index, l)?;
+                let m = crate::extract::member(index, l)?;
                 layers.push(push_layer(
                     &registry,
                     &repo,
@@ -665,13 +656,6 @@ pub fn push(
         });
     }
     Ok(report)
-}
-
-fn member<'a>(index: &'a crate::bundle::BundleIndex, d: &Digest) -> Result<&'a Member, PushError> {
-    index.member_by_digest(d).ok_or_else(|| PushError::Corrupt {
-        member: d.blob_path(),
-        detail: "named by the index but not a member".into(),
-    })
 }
 
 fn push_layer(

@@ -17,6 +17,19 @@ pub enum LayerFault {
     Truncated { member: String },
 }
 
+impl LayerFault {
+    /// The fault an `io::Error` from a [`VerifiedLayer`] carries, if it is one.
+    pub fn in_io(e: &io::Error) -> Option<&LayerFault> {
+        e.get_ref().and_then(|x| x.downcast_ref::<LayerFault>())
+    }
+
+    pub fn member(&self) -> &str {
+        match self {
+            LayerFault::Corrupt { member, .. } | LayerFault::Truncated { member } => member,
+        }
+    }
+}
+
 type ZstdRead<'a> =
     zstd::stream::read::Decoder<'static, io::BufReader<HashingReader<MemberReader<'a>>>>;
 

@@ -292,10 +292,7 @@ impl BundleReader {
     }
 
     fn layer_error(&self, m: &Member, e: io::Error) -> BundleError {
-        match e
-            .get_ref()
-            .and_then(|x| x.downcast_ref::<super::LayerFault>())
-        {
+        match super::LayerFault::in_io(&e) {
             Some(super::LayerFault::Truncated { .. }) => BundleError::Truncated {
                 path: self.path.clone(),
                 detail: format!("member {} is cut short", m.name),

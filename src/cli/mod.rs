@@ -294,7 +294,7 @@ pub fn run() -> Result<ExitCode> {
             force,
         } => {
             let (reader, _) = open_trusted(&bundle, &trust)?;
-            let decision = host_decision(platform.as_deref())?.1;
+            let decision = host_decision(platform.as_deref(), None)?.1;
             let selected = extract::select(&reader.index, &decision, &[])?;
             let text = render_compose(&reader, &selected)?;
             if out.as_os_str() == "-" {
@@ -380,10 +380,7 @@ fn open_trusted(path: &std::path::Path, trust: &TrustArgs) -> Result<(BundleRead
 fn load(args: LoadArgs, progress: &output::Bars) -> Result<ExitCode> {
     let (reader, signer) = open_trusted(&args.bundle, &args.trust)?;
     let engine = archpack::docker::Engine::connect()?;
-    let decision = match &args.platform {
-        Some(p) => probe::forced(&p.parse::<Platform>().context("--platform")?),
-        None => probe::decide(&probe::collect_with_engine(Ok(&engine)))?,
-    };
+    let decision = host_decision(args.platform.as_deref(), Some(&engine))?.1;
     let selected = extract::select(&reader.index, &decision, &args.images)?;
     // The compose file is rendered before anything is sent: its errors come first.
     let compose_text = match &args.compose_out {
@@ -537,15 +534,7 @@ fn push_command(args: PushArgs, progress: &output::Bars) -> Result<ExitCode> {
 
 fn extract_command(args: ExtractArgs, progress: &output::Bars) -> Result<ExitCode> {
     let (reader, _) = open_trusted(&args.bundle, &args.trust)?;
-    let decision = match &args.platform {
-        Some(p) => probe::forced(&p.parse::<Platform>().context("--platform")?),
-        None => {
-            let engine = archpack::docker::Engine::connect();
-            probe::decide(&probe::collect_with_engine(
-                engine.as_ref().map_err(|e| e.to_string()),
-            ))?
-        }
-    };
+    let decision = host_decision(args.platform.as_deref(), None)?.1;
     let selected = extract::select(&reader.index, &decision, &args.images)?;
     let stats = match args.format {
         ArchiveFormat::DockerArchive => {
@@ -648,14 +637,23 @@ fn create(args: CreateArgs, progress: &output::Bars) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Detects the host platform, or takes `--platform`; returns the inputs too for display.
-fn host_decision(platform: Option<&str>) -> Result<(Option<probe::ProbeInputs>, probe::Decision)> {
+/// Detects the host platform (asking `engine`, or connecting to one if none is given),
+/// or takes `--platform`; returns the inputs too for display.
+fn host_decision(
+    platform: Option<&str>,
+    engine: Option<&archpack::docker::Engine>,
+) -> Result<(Option<probe::ProbeInputs>, probe::Decision)> {
     if let Some(p) = platform {
         let p: Platform = p.parse().context("--platform")?;
         return Ok((None, probe::forced(&p)));
     }
-    let engine = archpack::docker::Engine::connect();
-    let inputs = probe::collect_with_engine(engine.as_ref().map_err(|e| e.to_string()));
+    let inputs = match engine {
+        Some(e) => probe::collect_with_engine(Ok(e)),
+        None => {
+            let connected = archpack::docker::Engine::connect();
+            probe::collect_with_engine(connected.as_ref().map_err(|e| e.to_string()))
+        }
+    };
     let decision = probe::decide(&inputs)?;
     Ok((Some(inputs), decision))
 }
@@ -665,7 +663,7 @@ fn platform_command(
     platform: Option<String>,
     json: bool,
 ) -> Result<ExitCode> {
-    let (inputs, decision) = host_decision(platform.as_deref())?;
+    let (inputs, decision) = host_decision(platform.as_deref(), None)?;
     let chosen = match &bundle {
         Some(path) => {
             let reader = BundleReader::open(path)?;
@@ -839,10 +837,11 @@ pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
                 Some(engine::LoadError::Extract(e)) => Some(e),
                 _ => None,
             })
-            || matches!(
-                c.downcast_ref::<archpack::push::PushError>(),
-                Some(archpack::push::PushError::Corrupt { .. })
-            )
+            || match c.downcast_ref::<archpack::push::PushError>() {
+                Some(archpack::push::PushError::Corrupt { .. }) => true,
+                Some(archpack::push::PushError::Bundle(e)) => is_corrupt_blob(Some(e)),
+                _ => false,
+            }
     });
     ExitCode::from(if integrity {
         EXIT_INTEGRITY
