@@ -2,7 +2,9 @@
 //! shared by the daemon source, the probe and the loader. Blocking callers drive it
 //! through a private tokio runtime.
 
+use bollard::models::{SystemInfo, SystemVersion};
 use bollard::Docker;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Loads and exports take as long as the bytes take; the engine answers only at the end.
@@ -22,6 +24,10 @@ pub struct Engine {
     pub client: Docker,
     pub host: String,
     pub runtime: tokio::runtime::Runtime,
+    // `/info` and `/version` do not change within one command; the probe and the loader
+    // both need them, so each is asked once.
+    info: OnceLock<SystemInfo>,
+    version: OnceLock<SystemVersion>,
 }
 
 impl Engine {
@@ -49,15 +55,39 @@ impl Engine {
                     .negotiate_version(),
             )
             .map_err(|e| unreachable(e.to_string()))?;
-        runtime
-            .block_on(client.ping())
-            .map_err(|e| unreachable(e.to_string()))?;
+        // negotiate_version asked `/version`: the engine is reachable.
         let client = client.with_timeout(LONG_TIMEOUT);
         Ok(Engine {
             client,
             host,
             runtime,
+            info: OnceLock::new(),
+            version: OnceLock::new(),
         })
+    }
+
+    /// The engine's `/info`, asked once per command.
+    pub fn info(&self) -> Result<&SystemInfo, EngineError> {
+        if let Some(info) = self.info.get() {
+            return Ok(info);
+        }
+        let info = self
+            .runtime
+            .block_on(self.client.info())
+            .map_err(|e| self.api_error(e))?;
+        Ok(self.info.get_or_init(|| info))
+    }
+
+    /// The engine's `/version`, asked once per command.
+    pub fn version(&self) -> Result<&SystemVersion, EngineError> {
+        if let Some(version) = self.version.get() {
+            return Ok(version);
+        }
+        let version = self
+            .runtime
+            .block_on(self.client.version())
+            .map_err(|e| self.api_error(e))?;
+        Ok(self.version.get_or_init(|| version))
     }
 
     pub fn api_error(&self, e: impl std::fmt::Display) -> EngineError {

@@ -34,6 +34,8 @@ pub enum LoadError {
     },
     #[error("the engine refused the load: {0}")]
     Refused(String),
+    #[error("the engine refused the load: {0} (a layer's content does not match the diff_id its image config names: the bundle is inconsistent; recreate it)")]
+    LayerMismatch(String),
     #[error("the engine ended the load without loading an image; nothing was tagged")]
     NothingLoaded,
     #[error("after loading, {image} is {found} in the engine, expected {expected}")]
@@ -56,19 +58,13 @@ pub struct EngineState {
 }
 
 pub fn engine_state(engine: &Engine) -> Result<EngineState, LoadError> {
-    let info = engine
-        .runtime
-        .block_on(engine.client.info())
-        .map_err(|e| engine.api_error(e))?;
+    let info = engine.info()?;
     let containerd_store = info
         .driver_status
         .iter()
         .flatten()
         .any(|kv| kv.iter().any(|v| v.contains("io.containerd.snapshotter")));
-    let version = engine
-        .runtime
-        .block_on(engine.client.version())
-        .map_err(|e| engine.api_error(e))?;
+    let version = engine.version()?;
     let podman = version
         .components
         .iter()
@@ -90,7 +86,7 @@ pub fn engine_state(engine: &Engine) -> Result<EngineState, LoadError> {
         .map_err(|e| engine.api_error(e))?;
     let mut state = EngineState {
         full_uploads,
-        root_dir: info.docker_root_dir,
+        root_dir: info.docker_root_dir.clone(),
         ..Default::default()
     };
     for summary in images {
@@ -133,7 +129,12 @@ pub fn plan(
     state: &EngineState,
 ) -> Result<LoadPlan, LoadError> {
     let index = &reader.index;
-    let mut skip = Skip::default();
+    // Docker's graphdriver store computes every layer's diff_id and refuses a mismatch
+    // (image/tarexport/load.go; tests/hostile.rs shows it). Other stores: hash here too.
+    let mut skip = Skip {
+        diff_id_hashing: state.full_uploads.is_none(),
+        ..Skip::default()
+    };
     let mut bytes_to_send = 0;
     let mut layers_to_send = 0;
     let mut layers_present = 0;
@@ -289,6 +290,10 @@ pub fn send(
         // The bundle's own fault is the better message when both failed.
         let stats = produced?;
         match response {
+            // moby's load.go: "invalid diffID for layer N: expected ..., got ...".
+            (_, Some(refusal)) if refusal.contains("invalid diffID") => {
+                Err(LoadError::LayerMismatch(refusal))
+            }
             (_, Some(refusal)) => Err(LoadError::Refused(refusal)),
             (false, None) => Err(LoadError::NothingLoaded),
             (true, None) => Ok(stats.bytes_written),
@@ -345,47 +350,81 @@ pub fn split_tag(reference: &str) -> (String, String) {
     }
 }
 
-/// Tags every selected image (the load tagged those it sent; present ones need it) and
-/// checks each tag resolves to the bundle's image ID and platform.
+/// Docker's familiar form of a tag, as `RepoTags` lists it (`docker.io/library/x` is `x`).
+fn familiar(reference: &str) -> String {
+    let short = [
+        "docker.io/library/",
+        "index.docker.io/library/",
+        "docker.io/",
+        "index.docker.io/",
+    ]
+    .iter()
+    .find_map(|prefix| reference.strip_prefix(prefix))
+    .unwrap_or(reference);
+    let (repo, tag) = split_tag(short);
+    format!("{repo}:{tag}")
+}
+
+/// Tags every selected image where a tag is missing (the load itself applied the tags
+/// of the images it sent) and checks that each tag names the bundle's image ID and that
+/// the image has the chosen platform.
 pub fn tag_and_check(engine: &Engine, selected: &[Selected]) -> Result<(), LoadError> {
     for s in selected {
         let id = s.entry.config.to_string();
-        for tag in s.tags() {
-            let (repo, tag) = split_tag(&tag);
+        let found = engine
+            .runtime
+            .block_on(engine.client.inspect_image(&id))
+            .map_err(|e| engine.api_error(format!("inspecting {} ({id}): {e}", s.image.name)))?;
+        let have: HashSet<String> = found
+            .repo_tags
+            .iter()
+            .flatten()
+            .map(|t| familiar(t))
+            .collect();
+        // Tags the engine lists under another spelling (podman's `localhost/`) are
+        // tagged again: harmless, and then checked by name.
+        for tag in s.tags().iter().filter(|t| !have.contains(&familiar(t))) {
+            let (repo, short) = split_tag(tag);
             engine
                 .runtime
                 .block_on(engine.client.tag_image(
                     &id,
                     Some(TagImageOptions {
                         repo: Some(repo),
-                        tag: Some(tag),
+                        tag: Some(short),
                     }),
                 ))
                 .map_err(|e| engine.api_error(format!("tagging {id}: {e}")))?;
+            let named = engine
+                .runtime
+                .block_on(engine.client.inspect_image(tag))
+                .map_err(|e| engine.api_error(format!("inspecting {tag}: {e}")))?;
+            if named.id.as_deref() != Some(id.as_str()) {
+                return Err(LoadError::Mismatch {
+                    image: tag.clone(),
+                    found: format!("image {}", named.id.unwrap_or_default()),
+                    expected: format!("image {id}"),
+                });
+            }
         }
-        let inspect = engine
-            .runtime
-            .block_on(engine.client.inspect_image(&s.image.name))
-            .map_err(|e| engine.api_error(format!("inspecting {}: {e}", s.image.name)))?;
-        let found_id = inspect.id.unwrap_or_default();
-        if found_id != id {
+        if found.id.as_deref() != Some(id.as_str()) {
             return Err(LoadError::Mismatch {
                 image: s.image.name.clone(),
-                found: format!("image {found_id}"),
+                found: format!("image {}", found.id.unwrap_or_default()),
                 expected: format!("image {id}"),
             });
         }
-        let found = Platform::new(
-            inspect.os.as_deref().unwrap_or(""),
-            inspect.architecture.as_deref().unwrap_or(""),
-            inspect.variant.as_deref(),
+        let platform = Platform::new(
+            found.os.as_deref().unwrap_or(""),
+            found.architecture.as_deref().unwrap_or(""),
+            found.variant.as_deref(),
         );
-        if !found.same_arch(&s.entry.platform)
-            || (found.variant.is_some() && found.variant != s.entry.platform.variant)
+        if !platform.same_arch(&s.entry.platform)
+            || (platform.variant.is_some() && platform.variant != s.entry.platform.variant)
         {
             return Err(LoadError::Mismatch {
                 image: s.image.name.clone(),
-                found: found.to_string(),
+                found: platform.to_string(),
                 expected: s.entry.platform.to_string(),
             });
         }
@@ -409,5 +448,16 @@ mod tests {
             split_tag("reg:5000/svc:2"),
             ("reg:5000/svc".into(), "2".into())
         );
+    }
+
+    #[test]
+    fn familiar_tags_match_repo_tags() {
+        assert_eq!(
+            familiar("docker.io/library/alpha:v1-amd64"),
+            "alpha:v1-amd64"
+        );
+        assert_eq!(familiar("docker.io/team/svc"), "team/svc:latest");
+        assert_eq!(familiar("svc:v1.0"), "svc:v1.0");
+        assert_eq!(familiar("reg:5000/svc"), "reg:5000/svc:latest");
     }
 }

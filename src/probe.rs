@@ -468,18 +468,12 @@ mod tests;
 pub fn engine_facts(
     engine: &crate::docker::Engine,
 ) -> Result<EngineFacts, crate::docker::EngineError> {
-    let version = engine
-        .runtime
-        .block_on(engine.client.version())
-        .map_err(|e| engine.api_error(e))?;
-    let info = engine
-        .runtime
-        .block_on(engine.client.info())
-        .map_err(|e| engine.api_error(e))?;
+    let version = engine.version()?;
+    let info = engine.info()?;
     Ok(EngineFacts {
-        os: version.os.unwrap_or_else(|| "linux".into()),
-        arch: version.arch.unwrap_or_default(),
-        kernel_arch: info.architecture,
+        os: version.os.clone().unwrap_or_else(|| "linux".into()),
+        arch: version.arch.clone().unwrap_or_default(),
+        kernel_arch: info.architecture.clone(),
     })
 }
 

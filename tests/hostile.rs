@@ -498,3 +498,101 @@ fn truncation_anywhere_is_called_truncated_and_loads_nothing() {
         );
     }
 }
+
+/// A bundle whose config names a diff_id its layer does not have (a consistent lie in
+/// index and config, as a buggy creator could write): `load` leaves that hash to the
+/// engine, which must refuse it; nothing is tagged and the exit code says integrity.
+#[test]
+fn a_layer_unlike_its_configs_diff_id_is_refused_by_the_engine() {
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fresh_bundle(dir.path());
+    let index = bundle_index(&bundle);
+    let entry = index["images"][0]["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["platform"]["architecture"] == "amd64")
+        .unwrap()
+        .clone();
+    let old_config = entry["config"].as_str().unwrap().to_string();
+    let member = |digest: &str| {
+        index["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["digest"] == digest)
+            .unwrap()
+            .clone()
+    };
+    let config_member = member(&old_config);
+    let layer_digest = entry["layers"][0].as_str().unwrap().to_string();
+    let true_diff_id = member(&layer_digest)["diffId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The same length, one hex digit changed: offsets and sizes stay as they are.
+    let last = true_diff_id.chars().last().unwrap();
+    let fake_diff_id = format!(
+        "{}{}",
+        &true_diff_id[..true_diff_id.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let (offset, size) = (
+        config_member["offset"].as_u64().unwrap() as usize,
+        config_member["size"].as_u64().unwrap() as usize,
+    );
+    let config = String::from_utf8(bytes[offset..offset + size].to_vec()).unwrap();
+    assert!(config.contains(&true_diff_id));
+    let config = config.replace(&true_diff_id, &fake_diff_id);
+    bytes[offset..offset + size].copy_from_slice(config.as_bytes());
+    std::fs::write(&bundle, &bytes).unwrap();
+    let new_config = format!("sha256:{}", sha256_hex(config.as_bytes()));
+    rewrite_index(&bundle, |i| {
+        for m in i["members"].as_array_mut().unwrap() {
+            if m["digest"] == old_config.as_str() {
+                m["digest"] = new_config.clone().into();
+                m["name"] = format!("blobs/sha256/{}", &new_config[7..]).into();
+            }
+            if m["digest"] == layer_digest.as_str() {
+                m["diffId"] = fake_diff_id.clone().into();
+            }
+        }
+        for image in i["images"].as_array_mut().unwrap() {
+            for p in image["platforms"].as_array_mut().unwrap() {
+                if p["config"] == old_config.as_str() {
+                    p["config"] = new_config.clone().into();
+                }
+            }
+        }
+    });
+    let stderr = refused(
+        engine
+            .archpack()
+            .args([
+                "load",
+                "-q",
+                "--allow-unsigned",
+                "--platform",
+                "linux/amd64",
+            ])
+            .arg(&bundle),
+        3,
+        "diff",
+    );
+    // The engine's own words, so this is its check and not one archpack made earlier.
+    assert!(stderr.contains("invalid diffID"), "{stderr}");
+    assert!(stderr.contains(&fake_diff_id), "{stderr}");
+    // `verify` hashes every layer itself.
+    refused(
+        archpack().args(["verify", "--allow-unsigned"]).arg(&bundle),
+        3,
+        "decompresses to diff_id",
+    );
+    assert!(
+        engine.tags().iter().all(|t| !t.starts_with("svc")),
+        "tagged after a refused load: {:?}",
+        engine.tags()
+    );
+}

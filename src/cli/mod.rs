@@ -833,6 +833,10 @@ pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
                     | BundleError::BadIndex { .. }
             )
         ) || is_corrupt_blob(c.downcast_ref::<extract::ExtractError>())
+            || matches!(
+                c.downcast_ref::<engine::LoadError>(),
+                Some(engine::LoadError::LayerMismatch(_))
+            )
             || is_corrupt_blob(match c.downcast_ref::<engine::LoadError>() {
                 Some(engine::LoadError::Extract(e)) => Some(e),
                 _ => None,
