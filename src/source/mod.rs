@@ -40,6 +40,8 @@ pub enum SourceError {
     BadDigest { what: String, error: DigestError },
     #[error("{0:?} is not a source; use docker-daemon:NAME:TAG, NAME:TAG, docker-archive:PATH, oci:DIR[:REF] or oci-archive:PATH[:REF]")]
     BadReference(String),
+    #[error("{0:?} is a path on this host, not an engine image; say what it holds: docker-archive:{0} (docker save), oci-archive:{0} (an OCI tar) or oci:{0} (an OCI layout directory)")]
+    PathWithoutKind(String),
     #[error("{what}: no image matches reference {reference:?} (it has: {available})")]
     NoSuchReference {
         what: String,
@@ -133,8 +135,12 @@ impl SourceRef {
             return Ok(SourceRef::OciLayout { dir, reference });
         }
         // A bare NAME:TAG is an engine image, as for `docker save`.
-        if s.is_empty() || s.contains(char::is_whitespace) || s.starts_with('/') {
+        if s.is_empty() || s.contains(char::is_whitespace) {
             return Err(bad());
+        }
+        // `archpack create -o b app.tar` would otherwise ask the engine for "app.tar".
+        if s.starts_with('/') || s.starts_with('.') || Path::new(s).exists() {
+            return Err(SourceError::PathWithoutKind(s.to_string()));
         }
         Ok(SourceRef::Daemon {
             reference: s.to_string(),
@@ -376,6 +382,17 @@ pub fn logical_name(tag: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_path_asks_for_its_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.tar");
+        std::fs::write(&file, b"").unwrap();
+        for s in [file.to_str().unwrap(), "./app.tar", "/nonexistent/app.tar"] {
+            let e = SourceRef::parse(s).unwrap_err().to_string();
+            assert!(e.contains(&format!("docker-archive:{s}")), "{e}");
+        }
+    }
 
     #[test]
     fn parses_references_like_skopeo() {
