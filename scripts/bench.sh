@@ -124,6 +124,8 @@ images=""
 for arch in amd64 arm64; do for svc in $services; do images="$images $svc:v1-$arch"; done; done
 host_images=$(for svc in $services; do echo "$svc:v1-$host_arch"; done)
 mkdir -p "$work/seeds" "$work/savvy" "$work/ap"
+# Bundles are signed and loads verify them, as a user would run it.
+"$archpack" keygen -q --no-password -o "$work/ap/bench" >/dev/null
 
 for rep in $(seq 1 "$reps"); do
   echo "== repetition $rep/$reps"
@@ -147,7 +149,7 @@ for rep in $(seq 1 "$reps"); do
   docker save $host_images >"$work/raw-host.tar"
   # archpack create, from the engine.
   rm -f "$work/ap/app.archpack"
-  t=$(now); rss=$(rss_of "$archpack" create -q -o "$work/ap/app.archpack" $images); record ap_create "$(since "$t")"
+  t=$(now); rss=$(rss_of "$archpack" create -q --sign "$work/ap/bench.key" -o "$work/ap/app.archpack" $images); record ap_create "$(since "$t")"
   record ap_create_rss "$rss"
   record ap_bytes "$(stat -c %s "$work/ap/app.archpack")"
 
@@ -163,9 +165,9 @@ for rep in $(seq 1 "$reps"); do
   }
   load_ap() {
     cat "$work/ap/app.archpack" >/dev/null
-    t=$(now); rss=$(rss_of "$archpack" load -q --allow-unsigned --json "$work/ap/app.archpack"); record ap_load "$(since "$t")"
+    t=$(now); rss=$(rss_of "$archpack" load -q --trust "$work/ap/bench.pub" --json "$work/ap/app.archpack"); record ap_load "$(since "$t")"
     record ap_load_rss "$rss"
-    t=$(now); "$archpack" load -q --allow-unsigned "$work/ap/app.archpack" >/dev/null; record ap_reload "$(since "$t")"
+    t=$(now); "$archpack" load -q --trust "$work/ap/bench.pub" "$work/ap/app.archpack" >/dev/null; record ap_reload "$(since "$t")"
   }
   order=(load_seeds load_raw load_ap)
   for k in 0 1 2; do
@@ -191,29 +193,41 @@ m = idx["members"]
 front = m[0]["offset"] - 512
 print(front + sum(x["size"] for x in m if x["digest"] in need))' "$host_arch")
 fresh_engine
-read=$("$archpack" load -q --allow-unsigned --json "$work/ap/app.archpack" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bundleBytesRead"])')
+read=$("$archpack" load -q --trust "$work/ap/bench.pub" --json "$work/ap/app.archpack" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bundleBytesRead"])')
 drop_engine
 
 m() { median <"$work/$1"; }
+range() { sort -g "$work/$1" | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f-%.2f", lo, hi}'; }
 sum_arch() { echo "$(m ${1}_amd64) + $(m ${1}_arm64)" | bc; }
-ratio() { echo "scale=3; $1 / $2" | bc; }
-cat <<EOF
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
+mb() { awk -v b="$1" 'BEGIN {printf "%.1f MB", b / 1e6}'; }
+row() { printf '%-36s %12s %12s %8s   %s\n' "$@"; }
+# A timed row: archpack's median and range against a baseline's.
+timed() { row "$1" "$(printf %.2f "$(m "$2")")" "$(printf %.2f "$3")" "$(ratio "$(m "$2")" "$3")" "${4:-}"; }
 
-archpack benchmark: $reps repetition(s), medians; $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m), Docker $engine_version
-corpus: 6 images (3 services x amd64/arm64), $(du -sm "$corpus"/*.tar | awk '{s+=$1} END {print s}') MiB as docker-archives
+# Raw numbers, one line per repetition, kept for a closer look.
+results="$root/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$results"
+find "$work" -maxdepth 1 -type f ! -name '*.tar' ! -name rss ! -name inspect.json -exec cp {} "$results/" \;
 
-                                   archpack    baseline     ratio   target
-create time (s) vs seeds           $(m ap_create)    $(m seeds_create)    $(ratio "$(m ap_create)" "$(m seeds_create)")   <= 0.15
-create time vs save|pigz per arch  $(m ap_create)    $(sum_arch pigz_create)    $(ratio "$(m ap_create)" "$(sum_arch pigz_create)")
-create time vs save|zstd -T0       $(m ap_create)    $(sum_arch zstd_create)    $(ratio "$(m ap_create)" "$(sum_arch zstd_create)")
-create time vs docker save >null   $(m ap_create)    $(m save_null)    $(ratio "$(m ap_create)" "$(m save_null)")
-bytes shipped vs seeds             $(m ap_bytes)  $(m seeds_bytes)  $(ratio "$(m ap_bytes)" "$(m seeds_bytes)")   <= 0.30
-bytes shipped vs pigz per arch     $(m ap_bytes)  $(m pigz_bytes)  $(ratio "$(m ap_bytes)" "$(m pigz_bytes)")
-bytes shipped vs zstd per arch     $(m ap_bytes)  $(m zstd_bytes)  $(ratio "$(m ap_bytes)" "$(m zstd_bytes)")
-load time (s) vs seeds             $(m ap_load)    $(m seeds_load)    $(ratio "$(m ap_load)" "$(m seeds_load)")   <= 0.40
-load time vs raw-tar docker load   $(m ap_load)    $(m raw_load)    $(ratio "$(m ap_load)" "$(m raw_load)")   <= 1.10
-bytes read at load / needed        $read  $needed  $(ratio "$read" "$needed")   <= 1.01
-peak RSS create (KiB)              $(m ap_create_rss)                      <= 65536
-peak RSS load (KiB)                $(m ap_load_rss)                      <= 65536
-re-load, all present (s)           $(m ap_reload)                      <= 0.5
-EOF
+echo
+echo "archpack benchmark: $reps repetition(s), medians; $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m), Docker $engine_version"
+echo "corpus: 6 images (3 services x amd64/arm64), $(du -sm "$corpus"/*.tar | awk '{s+=$1} END {print s}') MiB as docker-archives; raw numbers in $results"
+echo
+row "" archpack baseline ratio target
+timed "create time (s) vs seeds" ap_create "$(m seeds_create)" "<= 0.15"
+timed "create time vs save|pigz per arch" ap_create "$(sum_arch pigz_create)"
+timed "create time vs save|zstd -T0" ap_create "$(sum_arch zstd_create)"
+timed "create time vs docker save >null" ap_create "$(m save_null)"
+row "bytes shipped vs seeds" "$(mb "$(m ap_bytes)")" "$(mb "$(m seeds_bytes)")" "$(ratio "$(m ap_bytes)" "$(m seeds_bytes)")" "<= 0.30"
+row "bytes shipped vs pigz per arch" "$(mb "$(m ap_bytes)")" "$(mb "$(m pigz_bytes)")" "$(ratio "$(m ap_bytes)" "$(m pigz_bytes)")"
+row "bytes shipped vs zstd per arch" "$(mb "$(m ap_bytes)")" "$(mb "$(m zstd_bytes)")" "$(ratio "$(m ap_bytes)" "$(m zstd_bytes)")"
+timed "load time (s) vs seeds" ap_load "$(m seeds_load)" "<= 0.40"
+timed "load time vs raw-tar docker load" ap_load "$(m raw_load)" "<= 1.10"
+row "bytes read at load / needed" "$(mb "$read")" "$(mb "$needed")" "$(ratio "$read" "$needed")" "<= 1.01"
+row "peak RSS create (MiB)" "$(( $(m ap_create_rss) / 1024 ))" "" "" "<= 64"
+row "peak RSS load (MiB)" "$(( $(m ap_load_rss) / 1024 ))" "" "" "<= 64"
+row "re-load, all present (s)" "$(printf %.3f "$(m ap_reload)")" "" "" "<= 0.5"
+echo
+echo "ranges over the repetitions (min-max, s): create $(range ap_create), seeds create $(range seeds_create);"
+echo "  load $(range ap_load), seeds load $(range seeds_load), raw docker load $(range raw_load)"
