@@ -68,26 +68,24 @@ impl Engine {
 
     /// The engine's `/info`, asked once per command.
     pub fn info(&self) -> Result<&SystemInfo, EngineError> {
-        if let Some(info) = self.info.get() {
-            return Ok(info);
-        }
-        let info = self
-            .runtime
-            .block_on(self.client.info())
-            .map_err(|e| self.api_error(e))?;
-        Ok(self.info.get_or_init(|| info))
+        self.asked_once(&self.info, self.client.info())
     }
 
     /// The engine's `/version`, asked once per command.
     pub fn version(&self) -> Result<&SystemVersion, EngineError> {
-        if let Some(version) = self.version.get() {
-            return Ok(version);
+        self.asked_once(&self.version, self.client.version())
+    }
+
+    fn asked_once<'a, T>(
+        &'a self,
+        cell: &'a OnceLock<T>,
+        ask: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<&'a T, EngineError> {
+        if let Some(answer) = cell.get() {
+            return Ok(answer);
         }
-        let version = self
-            .runtime
-            .block_on(self.client.version())
-            .map_err(|e| self.api_error(e))?;
-        Ok(self.version.get_or_init(|| version))
+        let answer = self.runtime.block_on(ask).map_err(|e| self.api_error(e))?;
+        Ok(cell.get_or_init(|| answer))
     }
 
     pub fn api_error(&self, e: impl std::fmt::Display) -> EngineError {

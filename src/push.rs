@@ -55,6 +55,8 @@ pub struct PushOptions {
     pub password: Option<String>,
     pub layer_format: LayerFormat,
     pub gzip_threads: usize,
+    /// Where gzip digests of layers are remembered between pushes (None: nowhere).
+    pub digest_cache: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -75,6 +77,8 @@ pub struct PushReport {
     /// Blobs linked from another repository of this push instead of uploaded again.
     pub blobs_mounted: usize,
     pub bytes_uploaded: u64,
+    /// Layers gzip-compressed by this push (a re-push whose digests are remembered: 0).
+    pub gzip_passes: usize,
     /// Repository each blob was pushed to first, for mounts.
     #[serde(skip)]
     seen_in: std::collections::HashMap<Digest, String>,
@@ -452,6 +456,54 @@ fn io_to_push(e: io::Error, what: &str) -> PushError {
 }
 
 /// A layer as it will be pushed: its digest and size in the pushed encoding.
+/// The gzip encoding's version: part of every cache key, so a change to
+/// `gzip_parallel`'s output (level, member size) never reuses old digests.
+const GZIP_SCHEME: &str = "gzip6-1MiB-members";
+
+/// `$XDG_CACHE_HOME/archpack/gzip-digests` (or `~/.cache/...`).
+pub fn default_digest_cache() -> Option<std::path::PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("archpack/gzip-digests"))
+}
+
+/// What a bundle layer's deterministic gzip encoding hashes to, remembered on this host
+/// the way Docker remembers diff_id → registry digest: a re-push asks the registry
+/// without compressing first. Only a hit whose blob the registry has is taken on trust;
+/// an upload hashes what it sends. Unreadable or unwritable: no cache, no error.
+struct GzipDigestCache<'a> {
+    dir: Option<&'a std::path::Path>,
+}
+
+impl GzipDigestCache<'_> {
+    fn path(&self, blob: &Digest) -> Option<std::path::PathBuf> {
+        self.dir
+            .map(|d| d.join(format!("{}.{GZIP_SCHEME}", blob.hex())))
+    }
+
+    fn get(&self, blob: &Digest) -> Option<(Digest, u64)> {
+        let text = std::fs::read_to_string(self.path(blob)?).ok()?;
+        let (digest, size) = text.trim().split_once(' ')?;
+        Some((digest.parse().ok()?, size.parse().ok()?))
+    }
+
+    fn put(&self, blob: &Digest, digest: &Digest, size: u64) {
+        let Some(path) = self.path(blob) else { return };
+        if self.get(blob) == Some((digest.clone(), size)) {
+            return;
+        }
+        let line = format!("{digest} {size}\n");
+        let _ = path
+            .parent()
+            .map(std::fs::create_dir_all)
+            .transpose()
+            .ok()
+            .and_then(|_| crate::fsutil::write_bytes(&path, line.as_bytes(), true, 0o644).ok());
+    }
+}
+
 struct PushedBlob {
     digest: Digest,
     size: u64,
@@ -686,21 +738,33 @@ fn push_layer(
         member: m.name.clone(),
         detail: fault.to_string(),
     };
-    // The gzip digest decides whether the registry has it: compress once to learn it
-    // (deterministic), and again only when it must be uploaded.
-    let mut hasher = HashingWriter::new(io::sink());
-    let mut layer =
-        VerifiedLayer::new(reader, m, diff_id.clone(), size, &Silent).map_err(layer_err)?;
-    gzip_parallel(&mut layer, &mut hasher, opts.gzip_threads)
-        .map_err(|e| io_to_push(e, &m.name))?;
-    let (_, digest, gz_size) = hasher.finish();
-    let blob = PushedBlob {
-        digest: digest.clone(),
-        size: gz_size,
+    let blob = |digest: Digest, size: u64| PushedBlob {
+        digest,
+        size,
         media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
     };
+    // The gzip digest decides whether the registry has it: remembered from an earlier
+    // push, or learnt by compressing once (deterministic); a second pass uploads.
+    let cache = GzipDigestCache {
+        dir: opts.digest_cache.as_deref(),
+    };
+    let remembered = cache.get(&m.digest);
+    let (digest, gz_size) = match remembered.clone() {
+        Some((digest, gz_size)) => (digest, gz_size),
+        None => {
+            let mut hasher = HashingWriter::new(io::sink());
+            let mut layer =
+                VerifiedLayer::new(reader, m, diff_id.clone(), size, &Silent).map_err(layer_err)?;
+            gzip_parallel(&mut layer, &mut hasher, opts.gzip_threads)
+                .map_err(|e| io_to_push(e, &m.name))?;
+            report.gzip_passes += 1;
+            let (_, digest, gz_size) = hasher.finish();
+            cache.put(&m.digest, &digest, gz_size);
+            (digest, gz_size)
+        }
+    };
     if report.have(registry, repo, &digest)? {
-        return Ok(blob);
+        return Ok(blob(digest, gz_size));
     }
     progress.start(&format!("uploading {}", digest.short()), Some(gz_size));
     let location = registry.start_upload(repo)?;
@@ -721,27 +785,34 @@ fn push_layer(
                 let _ = tx.send(Err(e));
             }
         });
-        let mut pipe_reader = PipeReader {
+        let mut pipe_reader = crate::digest::HashingReader::new(PipeReader {
             rx,
             current: Vec::new(),
             pos: 0,
             progress,
-        };
+        });
         let uploaded = registry.patch_all(location, &mut pipe_reader);
         let _ = producer.join();
-        uploaded
+        uploaded.map(|(location, _)| (location, pipe_reader.finish()))
     });
     progress.finish();
-    let (location, sent) = result?;
-    if sent != gz_size {
-        return Err(PushError::Corrupt {
-            member: m.name.clone(),
-            detail: format!("re-encoding gave {sent} bytes, the first pass {gz_size}"),
-        });
+    report.gzip_passes += 1;
+    let (location, (sent_digest, sent)) = result?;
+    if (&sent_digest, sent) != (&digest, gz_size) {
+        if remembered.is_none() {
+            return Err(PushError::Corrupt {
+                member: m.name.clone(),
+                detail: format!(
+                    "re-encoding gave {sent_digest} ({sent} bytes), the first pass {digest} ({gz_size} bytes)"
+                ),
+            });
+        }
+        // A stale cache entry: what was sent is what counts.
+        cache.put(&m.digest, &sent_digest, sent);
     }
-    registry.finish_upload(&location, &digest)?;
-    report.uploaded(repo, &digest, sent);
-    Ok(blob)
+    registry.finish_upload(&location, &sent_digest)?;
+    report.uploaded(repo, &sent_digest, sent);
+    Ok(blob(sent_digest, sent))
 }
 
 /// A blob pushed as stored (configs; zstd layers with `--layer-format zstd`), checked

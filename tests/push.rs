@@ -103,9 +103,11 @@ impl Drop for Registry {
     }
 }
 
+/// Pushes with the gzip digest cache beside the bundle (one per test).
 fn push(bundle: &Path, target: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
     archpack()
         .env("DOCKER_CONFIG", "/nonexistent")
+        .env("XDG_CACHE_HOME", bundle.with_file_name("cache"))
         .args(["push", "--allow-unsigned", "--insecure", "--json"])
         .args(extra)
         .arg(bundle)
@@ -179,9 +181,49 @@ fn pushed_indexes_are_complete_and_pull_to_the_same_image_ids() {
         Some(want.as_str())
     );
 
-    // Pushing again uploads nothing.
+    // Pushing again uploads nothing and, the gzip digests being remembered, compresses
+    // nothing either.
     let again = report(&push(&bundle, &registry.addr, &[]).success());
     assert_eq!(again["blobsUploaded"], 0);
+    assert_eq!(again["gzipPasses"], 0, "{again}");
+    let remembered = std::fs::read_dir(dir.path().join("cache/archpack/gzip-digests"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        remembered,
+        first["gzipPasses"].as_u64().unwrap() as usize / 2
+    );
+
+    // A stale or forged entry is never what gets uploaded: into a fresh registry, every
+    // layer is hashed as it is sent, and the indexes name the real blobs.
+    for entry in std::fs::read_dir(dir.path().join("cache/archpack/gzip-digests")).unwrap() {
+        std::fs::write(
+            entry.unwrap().path(),
+            format!("sha256:{} 123\n", "0".repeat(64)),
+        )
+        .unwrap();
+    }
+    let fresh = Registry::start(None);
+    let healed = report(&push(&bundle, &fresh.addr, &[]).success());
+    assert_eq!(healed["blobsUploaded"], first["blobsUploaded"], "{healed}");
+    let index = fresh.raw("svc:v1.0", None).unwrap();
+    for m in index["manifests"].as_array().unwrap() {
+        let child = fresh
+            .raw(&format!("svc@{}", m["digest"].as_str().unwrap()), None)
+            .unwrap();
+        for l in child["layers"].as_array().unwrap() {
+            assert_ne!(l["digest"], format!("sha256:{}", "0".repeat(64)));
+        }
+    }
+    let again = report(&push(&bundle, &fresh.addr, &[]).success());
+    assert_eq!(
+        (
+            again["blobsUploaded"].as_u64(),
+            again["gzipPasses"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{again}"
+    );
 }
 
 #[test]

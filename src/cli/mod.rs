@@ -508,6 +508,7 @@ fn push_command(args: PushArgs, progress: &output::Bars) -> Result<ExitCode> {
         gzip_threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
+        digest_cache: archpack::push::default_digest_cache(),
     };
     let report = archpack::push::push(&reader, &selected, &opts, progress)?;
     if args.json {
