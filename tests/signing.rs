@@ -454,3 +454,78 @@ fn signed_bundles_are_reproducible_apart_from_the_signature_bytes() {
         &differing[..differing.len().min(5)]
     );
 }
+
+/// Runs archpack on a pseudo-terminal, typing `answers` (prompt text, answer) in order.
+fn on_terminal(answers: &[(&str, &str)], args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let out = Std::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pty_answer.py"))
+        .args(answers.iter().map(|(p, a)| format!("{p}={a}")))
+        .arg("--")
+        .arg(assert_cmd::cargo::cargo_bin("archpack"))
+        .args(args)
+        .env_remove("ARCHPACK_PASSWORD")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+#[test]
+fn passwords_typed_at_a_terminal_are_asked_twice_never_echoed_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("typed");
+    let prompts = |first: &'static str, second: &'static str| {
+        [
+            ("Password for the secret key:", first),
+            ("The same password again:", second),
+        ]
+    };
+    // Two different answers: refused, nothing written.
+    let (code, screen) = on_terminal(
+        &prompts("tr0ub4dor", "tr0ub4dor&3"),
+        &["keygen".as_ref(), "-o".as_ref(), prefix.as_os_str()],
+    );
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("the two passwords differ"), "{screen}");
+    assert!(!prefix.with_extension("key").exists());
+
+    let (code, screen) = on_terminal(
+        &prompts("tr0ub4dor", "tr0ub4dor"),
+        &["keygen".as_ref(), "-o".as_ref(), prefix.as_os_str()],
+    );
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        !screen.contains("tr0ub4dor"),
+        "the password was echoed: {screen}"
+    );
+
+    // Signing asks once; the wrong password is refused, the right one signs.
+    let bundle = dir.path().join("b.archpack");
+    let source = format!(
+        "docker-archive:{}",
+        fixtures().join("svc-amd64.tar").display()
+    );
+    let create = |password: &'static str| {
+        on_terminal(
+            &[("Password for the secret key:", password)],
+            &[
+                "create".as_ref(),
+                "-q".as_ref(),
+                "--sign".as_ref(),
+                prefix.with_extension("key").as_os_str(),
+                "-o".as_ref(),
+                bundle.as_os_str(),
+                source.as_ref(),
+            ],
+        )
+    };
+    let (code, screen) = create("wrong");
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("wrong password for this secret key"), "{screen}");
+    assert!(!bundle.exists());
+    let (code, screen) = create("tr0ub4dor");
+    assert_eq!(code, 0, "{screen}");
+    verify(&bundle, &prefix.with_extension("pub")).success();
+}
