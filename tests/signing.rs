@@ -523,7 +523,10 @@ fn passwords_typed_at_a_terminal_are_asked_twice_never_echoed_and_used() {
     };
     let (code, screen) = create("wrong");
     assert_eq!(code, 1, "{screen}");
-    assert!(screen.contains("wrong password for this secret key"), "{screen}");
+    assert!(
+        screen.contains("wrong password for this secret key"),
+        "{screen}"
+    );
     assert!(!bundle.exists());
     let (code, screen) = create("tr0ub4dor");
     assert_eq!(code, 0, "{screen}");
