@@ -207,13 +207,24 @@ struct Registry {
     agent: ureq::Agent,
     base: String,
     host: String,
-    /// The header sent with every request (Basic, or a Bearer token for the current scope).
-    auth: Option<String>,
+    /// The header sent with every request (Basic, or a Bearer token for the current
+    /// scope), renewed before the token expires.
+    auth: std::sync::Mutex<Option<Credential>>,
     /// Basic credentials, kept to ask a token service for Bearer tokens.
     basic: Option<String>,
     /// The token service (realm, service) when the registry asked for Bearer tokens.
     token_service: Option<(String, String)>,
 }
+
+/// An `Authorization` header; a Bearer token also says when to ask for the next one.
+struct Credential {
+    header: String,
+    renew: Option<(std::time::Instant, Vec<String>)>,
+}
+
+/// Tokens are asked for again after this share of their lifetime: a push of big layers
+/// over a slow link outlives the 60–300 s tokens registries usually hand out.
+const TOKEN_RENEW_AT: f64 = 0.75;
 
 /// `Bearer realm="…",service="…",scope="…"` → its parameters.
 fn parse_challenge(header: &str) -> Option<(String, String)> {
@@ -235,7 +246,7 @@ fn parse_challenge(header: &str) -> Option<(String, String)> {
 impl Registry {
     /// Gets a Bearer token for `scopes` (`repository:NAME:pull,push`) from the token
     /// service the registry named, when it uses one.
-    fn authorize(&mut self, scopes: &[String]) -> Result<(), PushError> {
+    fn authorize(&self, scopes: &[String]) -> Result<(), PushError> {
         let Some((realm, service)) = self.token_service.clone() else {
             return Ok(());
         };
@@ -261,8 +272,52 @@ impl Registry {
                 url,
                 detail: "the token service answered without a token".into(),
             })?;
-        self.auth = Some(format!("Bearer {token}"));
+        // The token spec's default when a service leaves expires_in out: 60 s.
+        let lifetime = body
+            .get("expires_in")
+            .and_then(|v| v.as_u64())
+            .filter(|&s| s > 0)
+            .unwrap_or(60);
+        let renew_at = std::time::Instant::now()
+            + std::time::Duration::from_secs_f64(lifetime as f64 * TOKEN_RENEW_AT);
+        *self.credential() = Some(Credential {
+            header: format!("Bearer {token}"),
+            renew: Some((renew_at, scopes.to_vec())),
+        });
         Ok(())
+    }
+
+    fn credential(&self) -> std::sync::MutexGuard<'_, Option<Credential>> {
+        // A panic elsewhere cannot leave a header half-written: take it as it is.
+        self.auth
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `req` with the `Authorization` header, renewing the token first if it is due.
+    fn authed<B>(
+        &self,
+        req: ureq::RequestBuilder<B>,
+    ) -> Result<ureq::RequestBuilder<B>, PushError> {
+        Ok(match self.auth_header()? {
+            Some(a) => req.header("Authorization", a),
+            None => req,
+        })
+    }
+
+    /// The `Authorization` header for the next request, a new token if this one is due.
+    fn auth_header(&self) -> Result<Option<String>, PushError> {
+        let due = match &*self.credential() {
+            Some(Credential {
+                renew: Some((at, scopes)),
+                ..
+            }) if std::time::Instant::now() >= *at => Some(scopes.clone()),
+            _ => None,
+        };
+        if let Some(scopes) = due {
+            self.authorize(&scopes)?;
+        }
+        Ok(self.credential().as_ref().map(|c| c.header.clone()))
     }
 
     fn url(&self, path: &str) -> String {
@@ -315,19 +370,13 @@ impl Registry {
 
     fn get(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>, PushError> {
         let url = self.url(path);
-        let mut req = self.agent.get(&url);
-        if let Some(a) = &self.auth {
-            req = req.header("Authorization", a);
-        }
+        let req = self.authed(self.agent.get(&url))?;
         req.call().map_err(|e| self.http_err(&url, e))
     }
 
     fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool, PushError> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
-        let mut req = self.agent.head(&url);
-        if let Some(a) = &self.auth {
-            req = req.header("Authorization", a);
-        }
+        let req = self.authed(self.agent.head(&url))?;
         let resp = req.call().map_err(|e| self.http_err(&url, e))?;
         match resp.status().as_u16() {
             200 => Ok(true),
@@ -344,10 +393,7 @@ impl Registry {
         let url = self.url(&format!(
             "/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
         ));
-        let mut req = self.agent.post(&url);
-        if let Some(a) = &self.auth {
-            req = req.header("Authorization", a);
-        }
+        let req = self.authed(self.agent.post(&url))?;
         let resp = req.send_empty().map_err(|e| self.http_err(&url, e))?;
         Ok(self
             .check("mounting a blob", resp, &[201, 202])?
@@ -358,10 +404,7 @@ impl Registry {
 
     fn start_upload(&self, repo: &str) -> Result<String, PushError> {
         let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
-        let mut req = self.agent.post(&url);
-        if let Some(a) = &self.auth {
-            req = req.header("Authorization", a);
-        }
+        let req = self.authed(self.agent.post(&url))?;
         let resp = req.send_empty().map_err(|e| self.http_err(&url, e))?;
         let resp = self.check("starting an upload", resp, &[202])?;
         location(&resp).ok_or_else(|| PushError::Http {
@@ -385,14 +428,12 @@ impl Registry {
                 break;
             }
             let url = self.url(&location_url);
-            let mut req = self
-                .agent
-                .patch(&url)
-                .header("Content-Type", "application/octet-stream")
-                .header("Content-Range", format!("{}-{}", sent, sent + n as u64 - 1));
-            if let Some(a) = &self.auth {
-                req = req.header("Authorization", a);
-            }
+            let req = self.authed(
+                self.agent
+                    .patch(&url)
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Content-Range", format!("{}-{}", sent, sent + n as u64 - 1)),
+            )?;
             let resp = req.send(&buf[..n]).map_err(|e| self.http_err(&url, e))?;
             let resp = self.check("uploading", resp, &[202, 204])?;
             location_url = location(&resp).unwrap_or(location_url);
@@ -404,10 +445,7 @@ impl Registry {
     fn finish_upload(&self, location_url: &str, digest: &Digest) -> Result<(), PushError> {
         let sep = if location_url.contains('?') { '&' } else { '?' };
         let url = self.url(&format!("{location_url}{sep}digest={digest}"));
-        let mut req = self.agent.put(&url);
-        if let Some(a) = &self.auth {
-            req = req.header("Authorization", a);
-        }
+        let req = self.authed(self.agent.put(&url))?;
         let resp = req.send_empty().map_err(|e| self.http_err(&url, e))?;
         self.check(&format!("committing blob {digest}"), resp, &[201, 204])?;
         Ok(())
@@ -421,10 +459,7 @@ impl Registry {
         bytes: &[u8],
     ) -> Result<(), PushError> {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
-        let mut req = self.agent.put(&url).header("Content-Type", media_type);
-        if let Some(a) = &self.auth {
-            req = req.header("Authorization", a);
-        }
+        let req = self.authed(self.agent.put(&url).header("Content-Type", media_type))?;
         let resp = req.send(bytes).map_err(|e| self.http_err(&url, e))?;
         self.check(
             &format!("pushing manifest {repo}:{reference}"),
@@ -589,7 +624,10 @@ pub fn push(
         base: format!("{}://{host}", if opts.insecure { "http" } else { "https" }),
         host: host.clone(),
         basic: auth.clone(),
-        auth,
+        auth: std::sync::Mutex::new(auth.map(|header| Credential {
+            header,
+            renew: None,
+        })),
         token_service: None,
     };
     let ping = registry.get("/v2/")?;
@@ -603,7 +641,7 @@ pub fn push(
             .and_then(parse_challenge)
         {
             registry.token_service = Some(challenge);
-            registry.auth = None;
+            *registry.credential() = None;
         }
     }
     if registry.token_service.is_none() {
@@ -792,8 +830,11 @@ fn push_layer(
             progress,
         });
         let uploaded = registry.patch_all(location, &mut pipe_reader);
+        // Dropping the receiving end first: after a failed upload, a producer blocked
+        // on the full pipe gets an error instead of waiting forever on join.
+        let sent = pipe_reader.finish();
         let _ = producer.join();
-        uploaded.map(|(location, _)| (location, pipe_reader.finish()))
+        uploaded.map(|(location, _)| (location, sent))
     });
     progress.finish();
     report.gzip_passes += 1;

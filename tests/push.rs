@@ -513,8 +513,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn token_auth_through_the_registrys_token_service() {
+/// A token service (tests/support/token_server.py) for user fleet / t0ken-pass whose
+/// tokens live `lifetime` seconds; returns it with its certificate's directory.
+fn token_service(lifetime: u32) -> (std::process::Child, tempfile::TempDir, u16) {
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("token.key");
     let cert = keys.path().join("token.pem");
@@ -538,36 +539,49 @@ fn token_auth_through_the_registrys_token_service() {
         .unwrap();
     assert!(made.status.success());
     let port = free_port();
-    let mut issuer = Command::new("python3")
+    let issuer = Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/token_server.py"))
         .arg(port.to_string())
         .arg(&key)
         .arg(&cert)
         .args(["fleet", "t0ken-pass"])
+        .arg(lifetime.to_string())
+        .arg(keys.path().join("issued.log"))
         .spawn()
         .unwrap();
     wait_for_port(&format!("127.0.0.1:{port}"));
+    (issuer, keys, port)
+}
+
+/// `push --json` as the token service's user, the password on stdin.
+fn push_as_fleet(bundle: &Path, target: &str, password: &str) -> assert_cmd::assert::Assert {
+    archpack()
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .env("XDG_CACHE_HOME", bundle.with_file_name("cache"))
+        .args([
+            "push",
+            "--allow-unsigned",
+            "--insecure",
+            "--json",
+            "--username",
+            "fleet",
+            "--password-stdin",
+        ])
+        .arg(bundle)
+        .arg(target)
+        .write_stdin(format!("{password}\n"))
+        .assert()
+}
+
+#[test]
+fn token_auth_through_the_registrys_token_service() {
+    let (mut issuer, keys, port) = token_service(600);
+    let cert = keys.path().join("token.pem");
     let realm = format!("http://127.0.0.1:{port}/token");
     let registry = Registry::start_full(None, None, Some((&realm, &cert)));
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
-    let with_password = |password: &str| {
-        archpack()
-            .env("DOCKER_CONFIG", "/nonexistent")
-            .args([
-                "push",
-                "--allow-unsigned",
-                "--insecure",
-                "--json",
-                "--username",
-                "fleet",
-                "--password-stdin",
-            ])
-            .arg(&bundle)
-            .arg(&registry.addr)
-            .write_stdin(format!("{password}\n"))
-            .assert()
-    };
+    let with_password = |password: &str| push_as_fleet(&bundle, &registry.addr, password);
     with_password("wrong")
         .code(1)
         .stderr(predicate::str::contains(
@@ -579,4 +593,58 @@ fn token_auth_through_the_registrys_token_service() {
     assert!(registry.raw("svc:v1.0", Some("fleet:t0ken-pass")).is_some());
     let _ = issuer.kill();
     let _ = issuer.wait();
+}
+
+/// Tokens that expire during a push are fetched again before they do: a push that
+/// outlives several 1-second tokens completes.
+#[test]
+fn a_push_longer_than_its_tokens_renews_them() {
+    let (mut issuer, keys, port) = token_service(1);
+    let cert = keys.path().join("token.pem");
+    let realm = format!("http://127.0.0.1:{port}/token");
+    let registry = Registry::start_full(None, None, Some((&realm, &cert)));
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = noise_bundle(dir.path(), "slow:1", 96 << 20, 0x9e3779b97f4a7c15);
+    let pushed = push_as_fleet(&bundle, &registry.addr, "t0ken-pass").success();
+    // Otherwise the test proves nothing: the push must have outlived its first token.
+    let issued = std::fs::read_to_string(keys.path().join("issued.log")).unwrap();
+    assert!(issued.lines().count() >= 2, "tokens issued: {issued}");
+    assert_eq!(report(&pushed)["blobsUploaded"], 2);
+    assert!(registry.raw("slow:1", Some("fleet:t0ken-pass")).is_some());
+    let _ = issuer.kill();
+    let _ = issuer.wait();
+}
+
+/// A registry that dies mid-upload: the push fails promptly and says where, rather
+/// than waiting forever on its compressor (a full pipe nobody reads any more).
+#[test]
+fn a_registry_gone_mid_upload_fails_the_push_promptly() {
+    let mut registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = noise_bundle(dir.path(), "gone:1", 160 << 20, 0x2545f4914f6cdd1d);
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("archpack"))
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .args(["push", "-q", "--allow-unsigned", "--insecure"])
+        .arg(&bundle)
+        .arg(&registry.addr)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    registry.child.kill().unwrap();
+    registry.child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the push still hung 30 s after the registry died");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&registry.addr), "{stderr}");
 }

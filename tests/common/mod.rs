@@ -350,3 +350,37 @@ pub fn wait_for_port(addr: &str) {
     }
     panic!("nothing listens on {addr}");
 }
+
+/// This machine's architecture as images name it.
+pub fn native_arch() -> &'static str {
+    if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else {
+        "arm64"
+    }
+}
+
+/// A bundle (zstd level 1) of one native image `tag` whose only layer holds `len` bytes
+/// of noise: slow enough to push or load that something can happen meanwhile.
+pub fn noise_bundle(dir: &Path, tag: &'static str, len: usize, seed: u64) -> PathBuf {
+    let archive = dir.join(format!("{}.tar", tag.replace(':', "-")));
+    let noise = incompressible(len, seed);
+    write_docker_archive(
+        &archive,
+        SyntheticImage {
+            tag,
+            architecture: Some(native_arch()),
+            layers: vec![layer_tar(&[("noise", &noise)])],
+            diff_ids: None,
+        },
+    );
+    drop(noise);
+    let bundle = dir.join(format!("{}.archpack", tag.replace(':', "-")));
+    archpack()
+        .args(["create", "-q", "--level", "1", "-o"])
+        .arg(&bundle)
+        .arg(format!("docker-archive:{}", archive.display()))
+        .assert()
+        .success();
+    bundle
+}
