@@ -105,6 +105,30 @@ fn load_on_an_empty_engine_then_reload_sends_nothing() {
     let again = load_json(&engine, &bundle, &[]);
     assert_eq!(again["archiveBytesSent"], 0);
     assert!(statuses(&again).iter().all(|(_, s)| s == "already present"));
+
+    // Someone moved one tag to another image and removed another: a reload sends
+    // nothing and puts both back on the bundle's image.
+    // (Untagging first: removing an image's last tag would delete it.)
+    let removed = engine.docker(&["rmi", "svc:v1.0-amd64"]);
+    assert!(removed.status.success() || native() != "amd64");
+    let moved = engine.docker(&["tag", "other:v2", "svc:v1.0"]);
+    assert!(moved.status.success());
+    let restored = load_json(&engine, &bundle, &[]);
+    assert_eq!(restored["archiveBytesSent"], 0);
+    let (_, _, want) = ids
+        .iter()
+        .find(|(n, p, _)| n == "svc:v1.0" && p.contains(native()))
+        .unwrap();
+    assert_eq!(
+        engine.inspect("svc:v1.0", "{{.Id}}").as_deref(),
+        Some(want.as_str())
+    );
+    if native() == "amd64" {
+        assert_eq!(
+            engine.inspect("svc:v1.0-amd64", "{{.Id}}").as_deref(),
+            Some(want.as_str())
+        );
+    }
 }
 
 #[test]
