@@ -523,11 +523,12 @@ fn push_command(args: PushArgs, progress: &output::Bars) -> Result<ExitCode> {
             );
         }
         println!(
-            "uploaded {} blobs ({}), mounted {} across repositories, {} already there",
+            "uploaded {} blobs ({}), mounted {} across repositories, {} already there; {} gzip passes",
             report.blobs_uploaded,
             output::human_bytes(report.bytes_uploaded),
             report.blobs_mounted,
-            report.blobs_present
+            report.blobs_present,
+            report.gzip_passes
         );
     }
     Ok(ExitCode::SUCCESS)
