@@ -530,12 +530,13 @@ impl GzipDigestCache<'_> {
             return;
         }
         let line = format!("{digest} {size}\n");
-        let _ = path
+        // Best effort: a cache that cannot be written costs a compression pass next time.
+        if path
             .parent()
-            .map(std::fs::create_dir_all)
-            .transpose()
-            .ok()
-            .and_then(|_| crate::fsutil::write_bytes(&path, line.as_bytes(), true, 0o644).ok());
+            .is_some_and(|dir| std::fs::create_dir_all(dir).is_ok())
+        {
+            let _ = crate::fsutil::write_bytes(&path, line.as_bytes(), true, 0o644);
+        }
     }
 }
 
