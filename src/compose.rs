@@ -114,9 +114,21 @@ fn parse(file: &str, text: &str) -> Result<Map<String, Value>, ComposeError> {
             size: text.len(),
         });
     }
-    let value: Value = serde_saphyr::from_str(text).map_err(|e| ComposeError::Yaml {
-        file: file.to_string(),
-        detail: e.to_string().lines().next().unwrap_or("").to_string(),
+    // Tags are refused, not dropped: compose's `!reset` and `!override` change what a
+    // merge means, and reading past them would render a file compose reads otherwise.
+    let options = serde_saphyr::options! { reject_unsupported_tags: true };
+    let value: Value = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let mut detail = e.to_string().lines().next().unwrap_or("").to_string();
+        if detail.contains("unsupported tag") {
+            detail.push_str(
+                " (archpack does not merge compose's !reset/!override yet: write the value \
+                 out in full in the override, or change it in the template)",
+            );
+        }
+        ComposeError::Yaml {
+            file: file.to_string(),
+            detail,
+        }
     })?;
     let Value::Object(map) = value else {
         return Err(ComposeError::Invalid {
@@ -504,6 +516,23 @@ mod tests {
         );
         assert_eq!(app["healthcheck"]["start_period"], "60s");
         assert!(out.starts_with("# h\n"));
+    }
+
+    #[test]
+    fn reset_and_override_tags_are_refused_not_dropped() {
+        for arm in [
+            "services:\n  svc:\n    ports: !reset []\n",
+            "services:\n  svc:\n    environment: !override\n      B: \"2\"\n",
+        ] {
+            let template = "services:\n  svc:\n    image: svc:v1.0\n    ports: [\"8080:80\"]\n";
+            let e = validate(&files(template, arm), &carried())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("unsupported tag") && e.contains("!reset/!override"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
