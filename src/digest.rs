@@ -19,6 +19,11 @@ impl Digest {
         Digest(Sha256::digest(bytes).into())
     }
 
+    /// The digest of everything fed to `hasher`.
+    pub fn finish(hasher: Sha256) -> Digest {
+        Digest(hasher.finalize().into())
+    }
+
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -110,7 +115,7 @@ impl<R: Read> HashingReader<R> {
     }
 
     pub fn finish(self) -> (Digest, u64) {
-        (Digest(self.hasher.finalize().into()), self.count)
+        (Digest::finish(self.hasher), self.count)
     }
 }
 
@@ -140,11 +145,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     pub fn finish(self) -> (W, Digest, u64) {
-        (
-            self.inner,
-            Digest(self.hasher.finalize().into()),
-            self.count,
-        )
+        (self.inner, Digest::finish(self.hasher), self.count)
     }
 }
 

@@ -136,8 +136,7 @@ impl<'a> VerifiedLayer<'a> {
         let Some(hasher) = self.hasher.take() else {
             return Ok(());
         };
-        let diff = Digest::from_hex(&hex::encode(hasher.finalize()))
-            .map_err(|e| self.fault(e.to_string()))?;
+        let diff = Digest::finish(hasher);
         if diff != self.diff_id {
             return Err(self.fault(format!(
                 "decompresses to diff_id {diff}, the index says {}",

@@ -140,19 +140,17 @@ impl BundleReader {
                 detail: "the file ends right after the index".into(),
             });
         }
-        if region_end + BLOCK <= file_len {
-            if let Ok(h) = reader.header_at(region_end) {
-                if h.name == SIGNATURE_MEMBER {
-                    if h.size > MAX_SIGNATURE_BYTES {
-                        return Err(reader.bad_member(
-                            SIGNATURE_MEMBER,
-                            format!("{} bytes, too large for a signature", h.size),
-                        ));
-                    }
-                    reader.signature =
-                        Some(reader.read_exact_at(SIGNATURE_MEMBER, region_end + BLOCK, h.size)?);
-                    region_end += member_span(h.size);
+        if let Ok(h) = reader.header_at(region_end) {
+            if h.name == SIGNATURE_MEMBER {
+                if h.size > MAX_SIGNATURE_BYTES {
+                    return Err(reader.bad_member(
+                        SIGNATURE_MEMBER,
+                        format!("{} bytes, too large for a signature", h.size),
+                    ));
                 }
+                reader.signature =
+                    Some(reader.read_exact_at(SIGNATURE_MEMBER, region_end + BLOCK, h.size)?);
+                region_end += member_span(h.size);
             }
         }
         gate.admit(&reader.index_bytes, reader.signature.as_deref())
