@@ -9,11 +9,11 @@
 //! HTTPS with the system's CA certificates plus `--ca-cert`, or plain HTTP with
 //! `--insecure`; basic auth, or Bearer tokens from the registry's token service.
 
-use crate::bundle::{BundleReader, Member, MemberKind, VerifiedLayer};
+use crate::bundle::{ocidoc, BundleReader, Member, MemberKind, VerifiedLayer};
 use crate::digest::{Digest, HashingWriter};
 use crate::extract::{ExtractError, Selected};
 use crate::progress::{Progress, Silent};
-use serde_json::json;
+use oci_spec::image::MediaType;
 use std::io::{self, Read, Write};
 
 #[derive(Debug, thiserror::Error)]
@@ -543,7 +543,7 @@ impl GzipDigestCache<'_> {
 struct PushedBlob {
     digest: Digest,
     size: u64,
-    media_type: &'static str,
+    media_type: MediaType,
 }
 
 const GZIP_BLOCK: usize = 1 << 20;
@@ -690,21 +690,14 @@ pub fn push(
                     progress,
                 )?);
             }
-            let manifest = serde_json::to_vec(&json!({
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": config.digest,
-                    "size": config.size,
-                },
-                "layers": layers.iter().map(|b| json!({
-                    "mediaType": b.media_type,
-                    "digest": b.digest,
-                    "size": b.size,
-                })).collect::<Vec<_>>(),
-            }))
-            .map_err(|e| PushError::Target(e.to_string()))?;
+            let manifest = ocidoc::manifest(
+                ocidoc::descriptor(MediaType::ImageConfig, &config.digest, config.size),
+                layers
+                    .iter()
+                    .map(|b| ocidoc::descriptor(b.media_type.clone(), &b.digest, b.size))
+                    .collect(),
+            )
+            .map_err(PushError::Target)?;
             let digest = Digest::of(&manifest);
             registry.put_manifest(
                 &repo,
@@ -712,24 +705,13 @@ pub fn push(
                 "application/vnd.oci.image.manifest.v1+json",
                 &manifest,
             )?;
-            let p = &s.entry.platform;
-            let mut platform = json!({"os": p.os, "architecture": p.architecture});
-            if let Some(v) = &p.variant {
-                platform["variant"] = json!(v);
-            }
-            descriptors.push(json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": digest,
-                "size": manifest.len(),
-                "platform": platform,
-            }));
+            descriptors.push(ocidoc::platform_manifest(
+                &digest,
+                manifest.len() as u64,
+                &s.entry.platform,
+            ));
         }
-        let image_index = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": descriptors,
-        }))
-        .map_err(|e| PushError::Target(e.to_string()))?;
+        let image_index = ocidoc::index(descriptors).map_err(PushError::Target)?;
         registry.put_manifest(
             &repo,
             &tag,
@@ -764,7 +746,7 @@ fn push_layer(
         return Ok(PushedBlob {
             digest: m.digest.clone(),
             size: m.size,
-            media_type: "application/vnd.oci.image.layer.v1.tar+zstd",
+            media_type: MediaType::ImageLayerZstd,
         });
     }
     let (Some(diff_id), Some(size)) = (m.diff_id.clone(), m.uncompressed_size) else {
@@ -780,7 +762,7 @@ fn push_layer(
     let blob = |digest: Digest, size: u64| PushedBlob {
         digest,
         size,
-        media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
+        media_type: MediaType::ImageLayerGzip,
     };
     // The gzip digest decides whether the registry has it: remembered from an earlier
     // push, or learnt by compressing once (deterministic); a second pass uploads.

@@ -4,6 +4,7 @@
 
 pub mod index;
 mod layer;
+pub(crate) mod ocidoc;
 mod reader;
 pub(crate) mod tarfmt;
 mod writer;

@@ -7,15 +7,14 @@
 //! leaves nothing at the output path.
 
 use super::index::*;
+use super::ocidoc;
 use super::tarfmt::{member_span, padding, BLOCK};
 use super::BundleError;
 use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::platform::Platform;
 use crate::progress::{Progress, ProgressReader};
 use crate::source::{logical_name, LayerSink, Source, SourceError, SourceImage};
-use oci_spec::image::{
-    Arch, Descriptor, ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, PlatformBuilder,
-};
+use oci_spec::image::{Descriptor, MediaType};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -260,36 +259,21 @@ pub fn create(
             for p in &plan {
                 let image = image_of(&inputs, p);
                 let layers: Vec<&StoredLayer> = image.diff_ids.iter().map(|d| &stored[d]).collect();
-                let manifest = ImageManifestBuilder::default()
-                    .schema_version(2u32)
-                    .media_type(MediaType::ImageManifest)
-                    .config(Descriptor::new(
+                let bytes = ocidoc::manifest(
+                    ocidoc::descriptor(
                         MediaType::ImageConfig,
+                        &image.config,
                         config_members[&image.config],
-                        image.config.to_oci(),
-                    ))
-                    .layers(
-                        layers
-                            .iter()
-                            .map(|l| {
-                                Descriptor::new(
-                                    MediaType::ImageLayerZstd,
-                                    l.size,
-                                    l.digest.to_oci(),
-                                )
-                            })
-                            .collect::<Vec<_>>(),
-                    )
-                    .build()
-                    .map_err(|e| BundleError::Signing(format!("building manifest: {e}")))?;
-                let bytes = serde_json::to_vec(&manifest).map_err(|e| out.write_error(e.into()))?;
+                    ),
+                    layers
+                        .iter()
+                        .map(|l| ocidoc::descriptor(MediaType::ImageLayerZstd, &l.digest, l.size))
+                        .collect(),
+                )
+                .map_err(BundleError::Signing)?;
                 let digest = out.write_blob(MemberKind::Manifest, &bytes)?;
-                let mut descriptor = Descriptor::new(
-                    MediaType::ImageManifest,
-                    bytes.len() as u64,
-                    digest.to_oci(),
-                );
-                descriptor.set_platform(Some(oci_platform(&p.platform)));
+                let descriptor =
+                    ocidoc::platform_manifest(&digest, bytes.len() as u64, &p.platform);
                 entries.entry(p.logical.clone()).or_default().push((
                     PlatformEntry {
                         platform: p.platform.clone(),
@@ -304,16 +288,10 @@ pub fn create(
             let mut images = Vec::new();
             let mut top = Vec::new();
             for (logical, platforms) in entries {
-                let index = ImageIndexBuilder::default()
-                    .schema_version(2u32)
-                    .media_type(MediaType::ImageIndex)
-                    .manifests(platforms.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>())
-                    .build()
-                    .map_err(|e| BundleError::Signing(format!("building image index: {e}")))?;
-                let bytes = serde_json::to_vec(&index).map_err(|e| out.write_error(e.into()))?;
+                let bytes = ocidoc::index(platforms.iter().map(|(_, d)| d.clone()).collect())
+                    .map_err(BundleError::Signing)?;
                 let digest = out.write_blob(MemberKind::ImageIndex, &bytes)?;
-                let mut d =
-                    Descriptor::new(MediaType::ImageIndex, bytes.len() as u64, digest.to_oci());
+                let mut d = ocidoc::descriptor(MediaType::ImageIndex, &digest, bytes.len() as u64);
                 d.set_annotations(Some(
                     [(
                         "org.opencontainers.image.ref.name".to_string(),
@@ -333,14 +311,7 @@ pub fn create(
                 MemberKind::OciLayout,
                 br#"{"imageLayoutVersion":"1.0.0"}"#,
             )?;
-            let oci_index = ImageIndexBuilder::default()
-                .schema_version(2u32)
-                .media_type(MediaType::ImageIndex)
-                .manifests(top)
-                .build()
-                .map_err(|e| BundleError::Signing(format!("building index.json: {e}")))?;
-            let oci_index =
-                serde_json::to_vec(&oci_index).map_err(|e| out.write_error(e.into()))?;
+            let oci_index = ocidoc::index(top).map_err(BundleError::Signing)?;
             out.write_member("index.json", MemberKind::OciIndex, &oci_index)?;
             // End of archive: two zero blocks.
             out.write_all(&[0u8; 2 * BLOCK as usize])?;
@@ -424,17 +395,6 @@ fn describe(p: &Planned, image: &SourceImage) -> String {
 fn render(index: &BundleIndex) -> Vec<u8> {
     // Serialising plain structs of strings and numbers cannot fail.
     serde_json::to_vec_pretty(index).unwrap_or_default()
-}
-
-fn oci_platform(p: &Platform) -> oci_spec::image::Platform {
-    let mut b = PlatformBuilder::default()
-        .architecture(Arch::from(p.architecture.as_str()))
-        .os(Os::from(p.os.as_str()));
-    if let Some(v) = &p.variant {
-        b = b.variant(v.clone());
-    }
-    // Both required fields are set above.
-    b.build().unwrap_or_default()
 }
 
 /// Decides logical names, filters platforms and rejects duplicates.
