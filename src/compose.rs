@@ -614,6 +614,15 @@ pub enum UpError {
     Failed { command: String, detail: String },
 }
 
+/// The compose project a bundle's services run under: its name in the characters
+/// compose accepts (lowercase letters, digits, `-`, `_`).
+pub fn project_name(bundle_name: &str) -> String {
+    bundle_name.to_lowercase().replace(
+        |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+        "-",
+    )
+}
+
 /// `compose up -d --wait` on `file`, then each service's state and health.
 pub fn up(
     file: &std::path::Path,

@@ -423,10 +423,7 @@ fn load(args: LoadArgs, progress: &output::Bars) -> Result<ExitCode> {
         print!("{}", report.text());
     }
     if let (true, Some(path)) = (args.up && !args.dry_run, &args.compose_out) {
-        let project = reader.index.name.to_lowercase().replace(
-            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
-            "-",
-        );
+        let project = compose::project_name(&reader.index.name);
         progress.note(&format!(
             "starting the services of {} and waiting until healthy",
             path.display()
@@ -435,6 +432,13 @@ fn load(args: LoadArgs, progress: &output::Bars) -> Result<ExitCode> {
         print!("{}", output::services_table(&services));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Cores to use by default (1 when the system will not say).
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// The bundle's compose file for the selected images' platforms.
@@ -505,9 +509,7 @@ fn push_command(args: PushArgs, progress: &output::Bars) -> Result<ExitCode> {
             LayerFormatArg::Gzip => archpack::push::LayerFormat::Gzip,
             LayerFormatArg::Zstd => archpack::push::LayerFormat::Zstd,
         },
-        gzip_threads: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        gzip_threads: cores(),
         digest_cache: archpack::push::default_digest_cache(),
     };
     let report = archpack::push::push(&reader, &selected, &opts, progress)?;
@@ -599,11 +601,9 @@ fn create(args: CreateArgs, progress: &output::Bars) -> Result<ExitCode> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "bundle".into())
     });
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1)
-    });
+    let threads = args
+        .threads
+        .unwrap_or_else(|| u32::try_from(cores()).unwrap_or(u32::MAX));
     let signer = match &args.sign {
         Some(key) => {
             let password = if SigningKey::needs_password(key)? {
