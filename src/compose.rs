@@ -264,32 +264,22 @@ fn pin(
                     available: carried.names(),
                 });
             };
-            let Some(platform) = chosen(logical) else {
-                let offered = carried.images[logical]
-                    .platforms
+            let offered = &carried.images[logical].platforms;
+            let missing = |platform: String| ComposeError::MissingPlatform {
+                service: name.clone(),
+                image: logical.to_string(),
+                platform,
+                offered: offered
                     .iter()
                     .map(|p| p.to_string())
                     .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(ComposeError::MissingPlatform {
-                    service: name.clone(),
-                    image: logical.to_string(),
-                    platform: "this host".into(),
-                    offered,
-                });
+                    .join(", "),
             };
-            if !carried.images[logical].platforms.contains(&platform) {
-                return Err(ComposeError::MissingPlatform {
-                    service: name.clone(),
-                    image: logical.to_string(),
-                    platform: platform.to_string(),
-                    offered: carried.images[logical]
-                        .platforms
-                        .iter()
-                        .map(|p| p.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
+            let Some(platform) = chosen(logical) else {
+                return Err(missing("this host".into()));
+            };
+            if !offered.contains(&platform) {
+                return Err(missing(platform.to_string()));
             }
             service.insert("image".into(), Value::String(logical.to_string()));
             service.insert("platform".into(), Value::String(platform.to_string()));
