@@ -105,14 +105,26 @@ impl Drop for Registry {
 
 /// Pushes with the gzip digest cache beside the bundle (one per test).
 fn push(bundle: &Path, target: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
-    archpack()
+    push_command(bundle, target, extra).assert()
+}
+
+/// `push` as `user` with `password` on standard input.
+fn push_as(bundle: &Path, target: &str, user: &str, password: &str) -> assert_cmd::assert::Assert {
+    push_command(bundle, target, &["--username", user, "--password-stdin"])
+        .write_stdin(format!("{password}\n"))
+        .assert()
+}
+
+fn push_command(bundle: &Path, target: &str, extra: &[&str]) -> assert_cmd::Command {
+    let mut command = archpack();
+    command
         .env("DOCKER_CONFIG", "/nonexistent")
         .env("XDG_CACHE_HOME", bundle.with_file_name("cache"))
         .args(["push", "--allow-unsigned", "--insecure", "--json"])
         .args(extra)
         .arg(bundle)
-        .arg(target)
-        .assert()
+        .arg(target);
+    command
 }
 
 fn report(a: &assert_cmd::assert::Assert) -> Value {
@@ -236,39 +248,18 @@ fn basic_auth_with_good_bad_and_stored_credentials() {
         .stderr(predicate::str::contains(
             "authentication required or refused",
         ));
-    archpack()
-        .env("DOCKER_CONFIG", "/nonexistent")
-        .args([
-            "push",
-            "--allow-unsigned",
-            "--insecure",
-            "--username",
-            "field",
-            "--password-stdin",
-        ])
-        .arg(&bundle)
-        .arg(&registry.addr)
-        .write_stdin("wrong\n")
-        .assert()
+    push_as(&bundle, &registry.addr, "field", "wrong")
         .code(1)
         .stderr(predicate::str::contains(
             "authentication required or refused",
         ));
-    archpack()
-        .env("DOCKER_CONFIG", "/nonexistent")
-        .args([
-            "push",
-            "--allow-unsigned",
-            "--insecure",
-            "--username",
-            "field",
-            "--password-stdin",
-        ])
-        .arg(&bundle)
-        .arg(format!("{}/team", registry.addr))
-        .write_stdin("s3cret\n")
-        .assert()
-        .success();
+    push_as(
+        &bundle,
+        &format!("{}/team", registry.addr),
+        "field",
+        "s3cret",
+    )
+    .success();
     assert!(registry
         .raw("team/svc:v1.0", Some("field:s3cret"))
         .is_some());
@@ -553,26 +544,6 @@ fn token_service(lifetime: u32) -> (std::process::Child, tempfile::TempDir, u16)
     (issuer, keys, port)
 }
 
-/// `push --json` as the token service's user, the password on stdin.
-fn push_as_fleet(bundle: &Path, target: &str, password: &str) -> assert_cmd::assert::Assert {
-    archpack()
-        .env("DOCKER_CONFIG", "/nonexistent")
-        .env("XDG_CACHE_HOME", bundle.with_file_name("cache"))
-        .args([
-            "push",
-            "--allow-unsigned",
-            "--insecure",
-            "--json",
-            "--username",
-            "fleet",
-            "--password-stdin",
-        ])
-        .arg(bundle)
-        .arg(target)
-        .write_stdin(format!("{password}\n"))
-        .assert()
-}
-
 #[test]
 fn token_auth_through_the_registrys_token_service() {
     let (mut issuer, keys, port) = token_service(600);
@@ -581,7 +552,7 @@ fn token_auth_through_the_registrys_token_service() {
     let registry = Registry::start_full(None, None, Some((&realm, &cert)));
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
-    let with_password = |password: &str| push_as_fleet(&bundle, &registry.addr, password);
+    let with_password = |password: &str| push_as(&bundle, &registry.addr, "fleet", password);
     with_password("wrong")
         .code(1)
         .stderr(predicate::str::contains(
@@ -605,7 +576,7 @@ fn a_push_longer_than_its_tokens_renews_them() {
     let registry = Registry::start_full(None, None, Some((&realm, &cert)));
     let dir = tempfile::tempdir().unwrap();
     let bundle = noise_bundle(dir.path(), "slow:1", 96 << 20, 0x9e3779b97f4a7c15);
-    let pushed = push_as_fleet(&bundle, &registry.addr, "t0ken-pass").success();
+    let pushed = push_as(&bundle, &registry.addr, "fleet", "t0ken-pass").success();
     // Otherwise the test proves nothing: the push must have outlived its first token.
     let issued = std::fs::read_to_string(keys.path().join("issued.log")).unwrap();
     assert!(issued.lines().count() >= 2, "tokens issued: {issued}");
