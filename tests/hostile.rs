@@ -383,11 +383,7 @@ fn an_engine_killed_mid_load_fails_clearly_and_a_rerun_completes() {
         &archive,
         SyntheticImage {
             tag: "big:1",
-            architecture: Some(if cfg!(target_arch = "x86_64") {
-                "amd64"
-            } else {
-                "arm64"
-            }),
+            architecture: Some(native_arch()),
             layers: vec![layer_tar(&[("blob", &big)]), layer_tar(&[("small", b"x")])],
             diff_ids: None,
         },

@@ -8,14 +8,6 @@ use predicates::prelude::*;
 use serde_json::Value;
 use std::path::Path;
 
-fn native() -> &'static str {
-    if cfg!(target_arch = "x86_64") {
-        "amd64"
-    } else {
-        "arm64"
-    }
-}
-
 fn load_json(engine: &TestEngine, bundle: &Path, extra: &[&str]) -> Value {
     let out = engine
         .archpack()
@@ -66,19 +58,16 @@ fn load_on_an_empty_engine_then_reload_sends_nothing() {
         ("svc:v1.0", "svc:v1.0-amd64"),
         ("other:v2", "other:v2-amd64"),
     ] {
-        let (_, _, want) = ids
-            .iter()
-            .find(|(n, p, _)| n == name && p.contains(native()))
-            .unwrap();
+        let want = id_for(&ids, name, native_arch());
         assert_eq!(
             engine.inspect(name, "{{.Id}}").as_deref(),
             Some(want.as_str())
         );
         assert_eq!(
             engine.inspect(name, "{{.Architecture}}").as_deref(),
-            Some(native())
+            Some(native_arch())
         );
-        if native() == "amd64" {
+        if native_arch() == "amd64" {
             assert_eq!(
                 engine.inspect(tag, "{{.Id}}").as_deref(),
                 Some(want.as_str())
@@ -110,20 +99,17 @@ fn load_on_an_empty_engine_then_reload_sends_nothing() {
     // nothing and puts both back on the bundle's image.
     // (Untagging first: removing an image's last tag would delete it.)
     let removed = engine.docker(&["rmi", "svc:v1.0-amd64"]);
-    assert!(removed.status.success() || native() != "amd64");
+    assert!(removed.status.success() || native_arch() != "amd64");
     let moved = engine.docker(&["tag", "other:v2", "svc:v1.0"]);
     assert!(moved.status.success());
     let restored = load_json(&engine, &bundle, &[]);
     assert_eq!(restored["archiveBytesSent"], 0);
-    let (_, _, want) = ids
-        .iter()
-        .find(|(n, p, _)| n == "svc:v1.0" && p.contains(native()))
-        .unwrap();
+    let want = id_for(&ids, "svc:v1.0", native_arch());
     assert_eq!(
         engine.inspect("svc:v1.0", "{{.Id}}").as_deref(),
         Some(want.as_str())
     );
-    if native() == "amd64" {
+    if native_arch() == "amd64" {
         assert_eq!(
             engine.inspect("svc:v1.0-amd64", "{{.Id}}").as_deref(),
             Some(want.as_str())
@@ -174,10 +160,7 @@ fn two_loads_of_the_same_bundle_at_once_both_end_correct() {
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     let ids = image_ids(&bundle);
     for name in ["svc:v1.0", "other:v2"] {
-        let (_, _, want) = ids
-            .iter()
-            .find(|(n, p, _)| n == name && p.contains(native()))
-            .unwrap();
+        let want = id_for(&ids, name, native_arch());
         assert_eq!(
             engine.inspect(name, "{{.Id}}").as_deref(),
             Some(want.as_str())
@@ -248,7 +231,7 @@ fn a_bundle_without_the_host_platform_is_refused_with_nothing_loaded() {
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &["--platform", "linux/s390x,linux/arm64"]);
-    if native() != "amd64" {
+    if native_arch() != "amd64" {
         return;
     }
     engine
@@ -307,7 +290,7 @@ fn a_corrupt_layer_of_the_chosen_platform_is_refused_and_nothing_is_tagged() {
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
-    let name = corrupt_layer_of(&bundle, native());
+    let name = corrupt_layer_of(&bundle, native_arch());
     engine
         .archpack()
         .args(["load", "--allow-unsigned"])
@@ -326,7 +309,7 @@ fn a_corrupt_layer_of_another_platform_is_never_read_but_verify_catches_it() {
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
-    let other = if native() == "amd64" {
+    let other = if native_arch() == "amd64" {
         "arm64"
     } else {
         "amd64"
@@ -385,10 +368,7 @@ fn extracted_archives_load_into_docker_and_read_in_skopeo() {
         String::from_utf8_lossy(&out.stderr)
     );
     for name in ["svc:v1.0", "other:v2"] {
-        let (_, _, want) = ids
-            .iter()
-            .find(|(n, p, _)| n == name && p.contains("arm64"))
-            .unwrap();
+        let want = id_for(&ids, name, "arm64");
         assert_eq!(
             engine.inspect(name, "{{.Id}}").as_deref(),
             Some(want.as_str())

@@ -5,14 +5,6 @@ mod common;
 use common::*;
 use predicates::prelude::*;
 
-fn native() -> &'static str {
-    if cfg!(target_arch = "x86_64") {
-        "amd64"
-    } else {
-        "arm64"
-    }
-}
-
 #[test]
 fn the_engine_decides_when_it_is_reachable() {
     let out = archpack_engine()
@@ -22,11 +14,11 @@ fn the_engine_decides_when_it_is_reachable() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["decidedBy"], "engine");
-    assert_eq!(v["inputs"]["engine"]["arch"], native());
+    assert_eq!(v["inputs"]["engine"]["arch"], native_arch());
     assert!(v["platform"]
         .as_str()
         .unwrap()
-        .starts_with(&format!("linux/{}", native())));
+        .starts_with(&format!("linux/{}", native_arch())));
 
     archpack_engine()
         .arg("platform")
@@ -68,7 +60,7 @@ fn bundle_choice_and_override() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let expected = if native() == "amd64" {
+    let expected = if native_arch() == "amd64" {
         "linux/amd64"
     } else {
         "linux/arm64/v8"

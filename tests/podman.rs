@@ -94,10 +94,7 @@ fn podman_loads_partially_present_bundles_with_full_archives() {
     assert_eq!(second["layersPresent"], 0);
     let ids = image_ids(&bundle);
     for name in ["svc:v1.0", "other:v2"] {
-        let (_, _, want) = ids
-            .iter()
-            .find(|(n, p, _)| n == name && p.contains("arm64"))
-            .unwrap();
+        let want = id_for(&ids, name, "arm64");
         assert_eq!(
             podman.inspect(name, "{{.Id}}").as_deref(),
             Some(want.as_str())

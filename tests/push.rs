@@ -179,15 +179,7 @@ fn pushed_indexes_are_complete_and_pull_to_the_same_image_ids() {
         "{}",
         String::from_utf8_lossy(&pull.stderr)
     );
-    let native = if cfg!(target_arch = "x86_64") {
-        "amd64"
-    } else {
-        "arm64"
-    };
-    let (_, _, want) = image_ids(&bundle)
-        .into_iter()
-        .find(|(n, p, _)| n == "svc:v1.0" && p.contains(native))
-        .unwrap();
+    let want = id_for(&image_ids(&bundle), "svc:v1.0", native_arch());
     assert_eq!(
         engine.inspect(&reference, "{{.Id}}").as_deref(),
         Some(want.as_str())
@@ -426,11 +418,7 @@ fn https_registries_need_their_ca_and_then_work() {
 fn an_interrupted_push_leaves_no_tag_and_a_rerun_completes_with_what_is_missing() {
     let registry = Registry::start(None);
     let dir = tempfile::tempdir().unwrap();
-    let native = if cfg!(target_arch = "x86_64") {
-        "amd64"
-    } else {
-        "arm64"
-    };
+    let native = native_arch();
     let small = dir.path().join("small.tar");
     write_docker_archive(
         &small,

@@ -351,6 +351,14 @@ pub fn wait_for_port(addr: &str) {
     panic!("nothing listens on {addr}");
 }
 
+/// The image ID `ids` (from [`image_ids`]) gives `name` on the platform naming `arch`.
+pub fn id_for(ids: &[(String, String, String)], name: &str, arch: &str) -> String {
+    ids.iter()
+        .find(|(n, p, _)| n == name && p.contains(arch))
+        .map(|(_, _, id)| id.clone())
+        .unwrap_or_else(|| panic!("the bundle has no {name} for {arch}"))
+}
+
 /// This machine's architecture as images name it.
 pub fn native_arch() -> &'static str {
     if cfg!(target_arch = "x86_64") {
