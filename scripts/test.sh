@@ -38,7 +38,7 @@ unset DOCKER_HOST
 echo "== cargo test"
 log=$(mktemp)
 # No doc tests exist; leaving them out keeps an empty "0 passed" off the last line.
-cargo test --quiet --lib --bins --tests "$@" 2>&1 | tee "$log"
+cargo test --quiet --workspace --lib --bins --tests "$@" 2>&1 | tee "$log"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("archpack: error: {}", cli::render_error(&err));
-            cli::exit_code_for(&err)
+            ExitCode::from(err.exit_code())
         }
     }
 }

@@ -22,6 +22,12 @@ fn every_source_kind_yields_the_same_images_as_the_engine_reports() {
         .arg(src("docker-archive", "svc-amd64.tar"))
         .arg(src("docker-archive", "svc-arm64.tar.gz"))
         .arg(src("docker-archive", "other-amd64.tar.zst"))
+        // umoci's refs are bare tags: the logical name is the user's to give.
+        .arg("--name")
+        .arg(format!(
+            "other:v2=oci:{}:v2-arm64",
+            fixtures().join("oci/other").display()
+        ))
         .arg(format!(
             "oci:{}:v2-arm64",
             fixtures().join("oci/other").display()
@@ -36,6 +42,7 @@ fn every_source_kind_yields_the_same_images_as_the_engine_reports() {
         .arg(&oci)
         .arg(src("oci-archive", "multi.oci.tar"))
         .arg(src("oci", "oci/other"))
+        .arg(format!("--name=other:v2={}", src("oci", "oci/other")))
         .assert()
         .success();
 
@@ -147,6 +154,7 @@ fn same_inputs_and_source_date_epoch_give_identical_bytes() {
             .args(["create", "-q", "--threads", threads, "-o"])
             .arg(dir.path().join("app.archpack"))
             .arg(src("oci", "oci/svc"))
+            .arg(format!("--name=svc:v1.0={}", src("oci", "oci/svc")))
             .arg(src("docker-archive", "other-arm64.tar.gz"))
             .arg(src("docker-archive", "other-amd64.tar"))
             .assert()

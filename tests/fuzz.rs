@@ -4,10 +4,12 @@
 
 mod common;
 
-use archpack::bundle::BundleReader;
+use archpack::deliver::archive::{write_docker_archive as stream_docker_archive, Skip};
 use archpack::digest::Digest;
-use archpack::extract::{select, write_docker_archive as stream_docker_archive, Skip};
-use archpack::probe::forced;
+use archpack::docker::Endpoint;
+use archpack::format::BundleReader;
+use archpack::platform::probe::forced;
+use archpack::platform::select;
 use archpack::progress::Silent;
 use archpack::source::{self, LayerSink, SourceError, SourceRef};
 use common::*;
@@ -100,8 +102,11 @@ fn exercise_bundle(path: &std::path::Path) {
 struct HashSink;
 
 impl LayerSink for HashSink {
-    fn wants(&mut self, _: &Digest) -> bool {
+    fn wants(&self, _: &Digest) -> bool {
         true
+    }
+    fn has_size(&self, _: &Digest) -> Option<u64> {
+        None
     }
     fn layer(
         &mut self,
@@ -117,7 +122,9 @@ impl LayerSink for HashSink {
         }
         Ok(())
     }
-    fn config(&mut self, _: Vec<u8>) {}
+    fn config(&mut self, _: &Digest, _: &str, _: Vec<u8>) -> Result<(), SourceError> {
+        Ok(())
+    }
 }
 
 proptest! {
@@ -141,9 +148,12 @@ proptest! {
         let bytes = mutate(&seeds().1, &flips, keep);
         let (_dir, path) = write_temp(&bytes, "src.tar");
         let reference = SourceRef::DockerArchive { path };
-        if let Ok(mut src) = source::open(&reference) {
-            let all: Vec<usize> = (0..src.images().len()).collect();
-            let _ = src.read_layers(&all, &mut HashSink);
+        let endpoint = Endpoint { host: "unix:///nonexistent".into() };
+        if let Ok(mut sources) = source::open_all(&[reference], &endpoint) {
+            for src in &mut sources {
+                let all: Vec<usize> = (0..src.images().len()).collect();
+                let _ = src.read_layers(&all, &mut HashSink);
+            }
         }
     }
 }

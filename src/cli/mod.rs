@@ -1,27 +1,21 @@
-//! Argument parsing and output. No logic lives here beyond turning arguments into
-//! library calls and results into text.
+//! The command line: parses arguments, resolves them once (the engine endpoint, the
+//! trust store, platforms, files named on the command line) into a request, calls one
+//! library use-case, and renders its report as text or `--json`. No decisions live here.
 
-mod output;
+mod render;
 
-use anyhow::{bail, Context, Result};
-use archpack::bundle::{self, BundleError, BundleReader, ComposeFiles, CreateOptions, Input};
-use archpack::platform::{parse_list, Platform};
-use archpack::probe;
-use archpack::progress::Progress;
-use archpack::signing::{self, SigningKey, TrustGate, TrustStore, Verdict};
-use archpack::source::{self, SourceRef};
-use archpack::{compose, engine, extract};
+use archpack::docker::Endpoint;
+use archpack::format::{exit, ComposeFiles};
+use archpack::ops::{self, BundleInput, RequestError, TrustPolicy};
+use archpack::platform::{parse_platform, parse_platforms, Platform};
+use archpack::source::SourceRef;
+use archpack::trust::{self, SigningKey, TrustError, TrustStore};
+use archpack::Error;
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// Exit codes (documented in the README).
-pub const EXIT_FAILURE: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_INTEGRITY: u8 = 3;
-pub const EXIT_UNTRUSTED: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +50,8 @@ enum Command {
         bundle: PathBuf,
         #[command(flatten)]
         trust: TrustArgs,
+        #[arg(long)]
+        json: bool,
     },
     /// Load the images for this host's platform into the Docker engine.
     Load(LoadArgs),
@@ -180,10 +176,10 @@ enum LayerFormatArg {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum ArchiveFormat {
+enum ArchiveFormatArg {
     /// `docker load` / podman: manifest.json, plain layers.
     DockerArchive,
-    /// containerd `ctr images import`, k3s agent/images: OCI layout, zstd layers.
+    /// containerd `ctr images import`, k3s agent/images, Docker 23+: OCI layout, zstd layers.
     OciArchive,
 }
 
@@ -196,7 +192,7 @@ struct ExtractArgs {
     #[arg(long)]
     platform: Option<String>,
     #[arg(long, value_enum, default_value = "docker-archive")]
-    format: ArchiveFormat,
+    format: ArchiveFormatArg,
     /// Output file.
     #[arg(short, long)]
     output: PathBuf,
@@ -206,6 +202,8 @@ struct ExtractArgs {
     /// Replace an existing output file.
     #[arg(long)]
     force: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 /// Which signers to trust.
@@ -221,11 +219,15 @@ struct TrustArgs {
 }
 
 impl TrustArgs {
-    fn store(&self) -> Result<TrustStore> {
-        Ok(TrustStore::load(
-            &self.keys,
-            &signing::default_trust_dirs(),
-        )?)
+    fn store(&self) -> Result<TrustStore, Error> {
+        Ok(TrustStore::load(&self.keys, &trust::default_trust_dirs())?)
+    }
+
+    fn policy(&self) -> Result<TrustPolicy, Error> {
+        Ok(TrustPolicy {
+            store: self.store()?,
+            allow_unsigned: self.allow_unsigned,
+        })
     }
 }
 
@@ -241,8 +243,8 @@ struct CreateArgs {
     /// Replace an existing output file.
     #[arg(long)]
     force: bool,
-    /// Name the images of a source: --name svc:v1.0=oci:build/svc. Default: the tag
-    /// without its architecture suffix (svc:v1.0-arm64 → svc:v1.0).
+    /// Name the images of a source: --name svc:v1.0=oci:build/svc. Default: the name
+    /// the source gives, without its architecture suffix (svc:v1.0-arm64 → svc:v1.0).
     #[arg(long = "name", value_name = "LOGICAL=SOURCE")]
     names: Vec<String>,
     /// Keep only these platforms (comma-separated, e.g. linux/amd64,linux/arm64).
@@ -257,7 +259,7 @@ struct CreateArgs {
     /// zstd compression level, 1 (fast) to 19 (small).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     level: i32,
-    /// Compression threads (default: all cores).
+    /// Compression threads (default, and 0: all cores). The output does not depend on it.
     #[arg(long)]
     threads: Option<u32>,
     /// The bundle's name (default: the output file name without extension).
@@ -270,56 +272,60 @@ struct CreateArgs {
     /// ARCHPACK_PASSWORD, or a prompt on a terminal.
     #[arg(long, value_name = "FILE", requires = "sign")]
     password_file: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
 }
 
-pub fn run() -> Result<ExitCode> {
+pub fn run() -> Result<ExitCode, Error> {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
             let _ = e.print();
             return Ok(ExitCode::from(code));
         }
     };
-    let progress = output::Bars::new(cli.quiet);
+    let progress = render::Bars::new(cli.quiet);
+    // The one place the engine's whereabouts are read.
+    let endpoint = Endpoint::from_env()?;
     match cli.command {
-        Command::Create(args) => create(args, &progress),
-        Command::Load(args) => load(args, &progress),
-        Command::Push(args) => push_command(args, &progress),
+        Command::Create(args) => create(args, endpoint, &progress),
+        Command::Load(args) => load(args, endpoint, &progress),
+        Command::Push(args) => push(args, &progress),
+        Command::Extract(args) => extract(args, endpoint, &progress),
         Command::Compose {
             bundle,
             trust,
             platform,
-            output: out,
+            output,
             force,
         } => {
-            let (reader, _) = open_trusted(&bundle, &trust)?;
-            let decision = host_decision(platform.as_deref(), None)?.1;
-            let selected = extract::select(&reader.index, &decision, &[])?;
-            let text = render_compose(&reader, &selected)?;
-            if out.as_os_str() == "-" {
-                print!("{text}");
-            } else {
-                archpack::fsutil::write_bytes(&out, text.as_bytes(), force, 0o644)?;
-                println!("wrote {}", out.display());
+            let to_stdout = output.as_os_str() == "-";
+            let report = ops::compose::compose(&ops::compose::ComposeRequest {
+                bundle: BundleInput::from_arg(&bundle),
+                trust: trust.policy()?,
+                endpoint,
+                platform: platform.as_deref().map(parse_platform).transpose()?,
+                output: (!to_stdout).then_some(output),
+                force,
+            })?;
+            unsigned_warning(&report.signature);
+            match &report.written {
+                None => print!("{}", report.text),
+                Some(path) => println!("wrote {}", path.display()),
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Extract(args) => extract_command(args, &progress),
         Command::Inspect {
             bundle,
             json,
             trust,
         } => {
-            let reader = BundleReader::open(&bundle)?;
-            let signer = signer_status(&reader, &trust.store()?);
+            let report = ops::inspect::inspect(&bundle, &trust.store()?)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&output::inspect_json(&reader, &signer))?
-                );
+                print_json(&report);
             } else {
-                print!("{}", output::inspect_table(&reader, &signer));
+                print!("{}", render::inspect(&report));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -327,7 +333,19 @@ pub fn run() -> Result<ExitCode> {
             bundle,
             platform,
             json,
-        } => platform_command(bundle, platform, json),
+        } => {
+            let report = ops::platform::platform(&ops::platform::PlatformRequest {
+                endpoint,
+                platform: platform.as_deref().map(parse_platform).transpose()?,
+                bundle,
+            })?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", render::platform(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keygen {
             output: prefix,
             no_password,
@@ -337,11 +355,16 @@ pub fn run() -> Result<ExitCode> {
             let password = if no_password {
                 None
             } else {
-                Some(read_password(password_file.as_deref(), true)?.context(
-                    "keygen needs a password for the secret key: give --password-file FILE, set ARCHPACK_PASSWORD, run on a terminal, or pass --no-password for a throwaway key",
-                )?)
+                Some(
+                    read_password(password_file.as_deref(), true)?
+                        .ok_or(TrustError::NoPasswordGiven)?,
+                )
             };
-            let files = signing::keygen(&prefix, password, force)?;
+            let files = ops::keygen::keygen(ops::keygen::KeygenRequest {
+                prefix,
+                password,
+                force,
+            })?;
             println!(
                 "key {}: secret {} (keep it offline), public {} (give it to the sites)",
                 files.key_id,
@@ -350,86 +373,146 @@ pub fn run() -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { bundle, trust } => {
-            let (reader, signer) = open_trusted(&bundle, &trust)?;
-            let report = reader.verify(&progress)?;
-            println!(
-                "{}: OK: {signer}; {} members, {} verified",
-                bundle.display(),
-                report.members,
-                output::human_bytes(report.bytes)
-            );
+        Command::Verify {
+            bundle,
+            trust,
+            json,
+        } => {
+            let report = ops::verify::verify(
+                &ops::verify::VerifyRequest {
+                    bundle: BundleInput::from_arg(&bundle),
+                    trust: trust.policy()?,
+                },
+                &progress,
+            )?;
+            unsigned_warning(&report.signature);
+            if json {
+                print_json(&report);
+            } else {
+                println!(
+                    "{}: OK: {}; {} members, {} verified",
+                    bundle.display(),
+                    report.signature,
+                    report.members,
+                    render::human_bytes(report.bytes)
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Opens a bundle after the trust decision; says who signed it.
-fn open_trusted(path: &std::path::Path, trust: &TrustArgs) -> Result<(BundleReader, String)> {
-    let store = trust.store()?;
-    let gate = TrustGate::new(&store, trust.allow_unsigned);
-    let reader = if path.as_os_str() == "-" {
-        let stdin = Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()));
-        BundleReader::open_stream(stdin, std::path::Path::new("(stdin)"), &gate)?
-    } else {
-        BundleReader::open_checked(path, &gate)?
-    };
-    Ok((reader, describe_verdict(gate.verdict())))
+fn print_json<T: serde::Serialize>(report: &T) {
+    // Serialising plain report structs cannot fail.
+    println!(
+        "{}",
+        serde_json::to_string_pretty(report).unwrap_or_default()
+    );
 }
 
-fn load(args: LoadArgs, progress: &output::Bars) -> Result<ExitCode> {
-    let (reader, signer) = open_trusted(&args.bundle, &args.trust)?;
-    let engine = archpack::docker::Engine::connect()?;
-    let decision = host_decision(args.platform.as_deref(), Some(&engine))?.1;
-    let selected = extract::select(&reader.index, &decision, &args.images)?;
-    // The compose file is rendered before anything is sent: its errors come first.
-    let compose_text = match &args.compose_out {
-        Some(path) => {
-            if path.exists() && !args.force {
-                bail!(
-                    "{}: already exists; pass --force to replace it",
-                    path.display()
-                );
-            }
-            Some(render_compose(&reader, &selected)?)
-        }
-        None => None,
-    };
-    let state = engine::engine_state(&engine)?;
-    let plan = engine::plan(&reader, &selected, &state)?;
-    engine::check_space(&plan, &state)?;
-    let mut sent = 0;
-    if !args.dry_run {
-        sent = engine::send(&engine, &reader, &selected, &plan, progress)?;
-        engine::tag_and_check(&engine, &selected)?;
+/// Says so on stderr when a bundle was accepted unsigned.
+fn unsigned_warning(signature: &ops::Signature) {
+    if *signature == ops::Signature::UnsignedAllowed {
+        eprintln!(
+            "archpack: warning: the bundle is NOT signed; accepted because of --allow-unsigned"
+        );
     }
-    if let (Some(path), Some(text), false) = (&args.compose_out, &compose_text, args.dry_run) {
-        archpack::fsutil::write_bytes(path, text.as_bytes(), args.force, 0o644)?;
-        progress.note(&format!("wrote {}", path.display()));
-    }
-    let report = output::LoadReport {
-        decision: &decision,
-        selected: &selected,
-        plan: &plan,
-        state: &state,
-        dry_run: args.dry_run,
-        archive_bytes_sent: sent,
-        bundle_bytes_read: reader.bytes_read(),
-        signer,
-    };
+}
+
+fn load(args: LoadArgs, endpoint: Endpoint, progress: &render::Bars) -> Result<ExitCode, Error> {
+    let report = ops::load::load(
+        &ops::load::LoadRequest {
+            bundle: BundleInput::from_arg(&args.bundle),
+            trust: args.trust.policy()?,
+            endpoint,
+            platform: args.platform.as_deref().map(parse_platform).transpose()?,
+            images: args.images.clone(),
+            dry_run: args.dry_run,
+            compose_out: args.compose_out.clone(),
+            force: args.force,
+            up_timeout: (args.up && !args.dry_run).then_some(args.up_timeout),
+        },
+        progress,
+    )?;
+    unsigned_warning(&report.signature);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.json())?);
+        print_json(&report);
     } else {
-        print!("{}", report.text());
+        print!("{}", render::load(&report));
     }
-    if let (true, Some(path)) = (args.up && !args.dry_run, &args.compose_out) {
-        let project = compose::project_name(&reader.index.name);
-        progress.note(&format!(
-            "starting the services of {} and waiting until healthy",
-            path.display()
-        ));
-        let services = compose::up(path, &project, args.up_timeout)?;
-        print!("{}", output::services_table(&services));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn push(args: PushArgs, progress: &render::Bars) -> Result<ExitCode, Error> {
+    let password = if args.password_stdin {
+        let mut p = String::new();
+        std::io::stdin()
+            .read_line(&mut p)
+            .map_err(|error| TrustError::PasswordRead {
+                from: "from standard input".into(),
+                error,
+            })?;
+        Some(p.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        None
+    };
+    let report = ops::push::push(
+        &ops::push::PushRequest {
+            bundle: BundleInput::from_arg(&args.bundle),
+            trust: args.trust.policy()?,
+            platforms: args.platform.as_deref().map(parse_platforms).transpose()?,
+            images: args.images.clone(),
+            options: archpack::deliver::registry::PushOptions {
+                target: args.target.clone(),
+                insecure: args.insecure,
+                ca_certs: args.ca_certs.clone(),
+                username: args.username.clone(),
+                password,
+                layer_format: match args.layer_format {
+                    LayerFormatArg::Gzip => archpack::deliver::registry::LayerFormat::Gzip,
+                    LayerFormatArg::Zstd => archpack::deliver::registry::LayerFormat::Zstd,
+                },
+                gzip_threads: cores(),
+                digest_cache: archpack::deliver::registry::default_digest_cache(),
+            },
+        },
+        progress,
+    )?;
+    unsigned_warning(&report.signature);
+    if args.json {
+        print_json(&report);
+    } else {
+        print!("{}", render::push(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn extract(
+    args: ExtractArgs,
+    endpoint: Endpoint,
+    progress: &render::Bars,
+) -> Result<ExitCode, Error> {
+    let report = ops::extract::extract(
+        &ops::extract::ExtractRequest {
+            bundle: BundleInput::from_arg(&args.bundle),
+            trust: args.trust.policy()?,
+            endpoint,
+            platform: args.platform.as_deref().map(parse_platform).transpose()?,
+            format: match args.format {
+                ArchiveFormatArg::DockerArchive => ops::extract::ArchiveFormat::DockerArchive,
+                ArchiveFormatArg::OciArchive => ops::extract::ArchiveFormat::OciArchive,
+            },
+            output: args.output.clone(),
+            images: args.images.clone(),
+            force: args.force,
+        },
+        progress,
+    )?;
+    unsigned_warning(&report.signature);
+    if args.json {
+        print_json(&report);
+    } else {
+        println!("{}", render::extract(&report));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -441,169 +524,36 @@ fn cores() -> usize {
         .unwrap_or(1)
 }
 
-/// The bundle's compose file for the selected images' platforms.
-fn render_compose(reader: &BundleReader, selected: &[extract::Selected]) -> Result<String> {
-    let files = reader
-        .index
-        .compose
-        .as_ref()
-        .ok_or(compose::ComposeError::NoTemplate)?;
-    let platform = selected
-        .first()
-        .map(|s| s.entry.platform.clone())
-        .context("no image selected")?;
-    let chosen = |logical: &str| {
-        selected
-            .iter()
-            .find(|s| s.image.name == logical)
-            .map(|s| s.entry.platform.clone())
-    };
-    let header = compose::header(&reader.index, &platform);
-    Ok(compose::render(
-        files,
-        &compose::Carried::from_index(&reader.index),
-        &platform,
-        &chosen,
-        &header,
-    )?)
-}
-
-fn push_command(args: PushArgs, progress: &output::Bars) -> Result<ExitCode> {
-    let (reader, _) = open_trusted(&args.bundle, &args.trust)?;
-    let keep = args
-        .platform
-        .as_deref()
-        .map(parse_list)
-        .transpose()
-        .context("--platform")?;
-    let selected: Vec<extract::Selected> = reader
-        .index
-        .images
-        .iter()
-        .filter(|i| args.images.is_empty() || args.images.contains(&i.name))
-        .flat_map(|image| {
-            image
-                .platforms
-                .iter()
-                .map(move |entry| extract::Selected { image, entry })
-        })
-        .filter(|s| keep.as_ref().is_none_or(|k| k.contains(&s.entry.platform)))
-        .collect();
-    if selected.is_empty() {
-        bail!("nothing to push: no image of the bundle matches --image/--platform");
-    }
-    let password = if args.password_stdin {
-        let mut p = String::new();
-        std::io::stdin().read_line(&mut p)?;
-        Some(p.trim_end_matches(['\n', '\r']).to_string())
-    } else {
-        None
-    };
-    let opts = archpack::push::PushOptions {
-        target: args.target.clone(),
-        insecure: args.insecure,
-        ca_certs: args.ca_certs.clone(),
-        username: args.username.clone(),
-        password,
-        layer_format: match args.layer_format {
-            LayerFormatArg::Gzip => archpack::push::LayerFormat::Gzip,
-            LayerFormatArg::Zstd => archpack::push::LayerFormat::Zstd,
-        },
-        gzip_threads: cores(),
-        digest_cache: archpack::push::default_digest_cache(),
-    };
-    let report = archpack::push::push(&reader, &selected, &opts, progress)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        for image in &report.images {
-            println!(
-                "{}  {}  index {}",
-                image.reference,
-                image.platforms.join(","),
-                image.index_digest.short()
-            );
-        }
-        println!(
-            "uploaded {} blobs ({}), mounted {} across repositories, {} already there; {} gzip passes",
-            report.blobs_uploaded,
-            output::human_bytes(report.bytes_uploaded),
-            report.blobs_mounted,
-            report.blobs_present,
-            report.gzip_passes
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn extract_command(args: ExtractArgs, progress: &output::Bars) -> Result<ExitCode> {
-    let (reader, _) = open_trusted(&args.bundle, &args.trust)?;
-    let decision = host_decision(args.platform.as_deref(), None)?.1;
-    let selected = extract::select(&reader.index, &decision, &args.images)?;
-    let stats = match args.format {
-        ArchiveFormat::DockerArchive => {
-            extract::docker_archive_file(&reader, &selected, &args.output, args.force, 0, progress)?
-        }
-        ArchiveFormat::OciArchive => {
-            extract::oci_archive_file(&reader, &selected, &args.output, args.force, 0, progress)?
-        }
-    };
-    println!(
-        "wrote {}: {} image{} for {}, {} layers, {}",
-        args.output.display(),
-        stats.images,
-        if stats.images == 1 { "" } else { "s" },
-        selected
-            .iter()
-            .map(|s| s.entry.platform.to_string())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect::<Vec<_>>()
-            .join(", "),
-        stats.layers_sent,
-        output::human_bytes(stats.bytes_written)
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn create(args: CreateArgs, progress: &output::Bars) -> Result<ExitCode> {
+fn create(
+    args: CreateArgs,
+    endpoint: Endpoint,
+    progress: &render::Bars,
+) -> Result<ExitCode, Error> {
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     for n in &args.names {
         let (logical, src) = n
             .split_once('=')
-            .with_context(|| format!("--name {n:?}: expected LOGICAL=SOURCE"))?;
+            .ok_or_else(|| RequestError::NameWithoutSource(n.clone()))?;
         if !args.sources.iter().any(|s| s == src) {
-            bail!("--name {n:?}: {src:?} is not one of the sources given");
+            return Err(RequestError::NameForNoSource {
+                given: n.clone(),
+                source_ref: src.to_string(),
+            }
+            .into());
         }
         names.insert(src.to_string(), logical.to_string());
     }
-    let platforms = args
-        .platform
-        .as_deref()
-        .map(parse_list)
-        .transpose()
-        .context("--platform")?;
-    let compose = read_compose(&args)?;
-    let created = source_date_epoch()?;
-    let references = args
+    let sources = args
         .sources
         .iter()
-        .map(|s| Ok((SourceRef::parse(s)?, names.get(s).cloned())))
-        .collect::<Result<Vec<_>>>()?;
-    progress.note(&format!("opening {} sources", references.len()));
-    let inputs: Vec<Input> = source::open_all(&references)?
-        .into_iter()
-        .map(|source| Input { source })
-        .collect();
-    let bundle_name = args.bundle_name.clone().unwrap_or_else(|| {
-        args.output
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "bundle".into())
-    });
-    let threads = args
-        .threads
-        .unwrap_or_else(|| u32::try_from(cores()).unwrap_or(u32::MAX));
+        .map(|s| {
+            Ok(ops::create::SourceSpec {
+                reference: SourceRef::parse(s)?,
+                text: s.clone(),
+                name: names.get(s).cloned(),
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     let signer = match &args.sign {
         Some(key) => {
             let password = if SigningKey::needs_password(key)? {
@@ -615,91 +565,55 @@ fn create(args: CreateArgs, progress: &output::Bars) -> Result<ExitCode> {
         }
         None => None,
     };
-    let compose_check = |plan: &[bundle::PlanEntry]| -> Result<(), String> {
-        match &compose {
-            Some(files) => compose::validate(files, &compose::Carried::from_plan(plan))
-                .map_err(|e| e.to_string()),
-            None => Ok(()),
-        }
+    let bundle_name = args.bundle_name.clone().unwrap_or_else(|| {
+        args.output
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "bundle".into())
+    });
+    let threads = match args.threads {
+        None | Some(0) => u32::try_from(cores()).unwrap_or(u32::MAX),
+        Some(n) => n,
     };
-    let opts = CreateOptions {
-        output: args.output.clone(),
-        force: args.force,
-        level: args.level,
-        threads,
-        bundle_name,
-        created,
-        platforms,
-        compose: compose.clone(),
-        signer: signer.as_ref().map(|s| s as &dyn bundle::IndexSigner),
-        plan_check: Some(&compose_check),
-    };
-    let report = bundle::create(inputs, &opts, progress)?;
-    print!("{}", output::create_summary(&report));
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Detects the host platform (asking `engine`, or connecting to one if none is given),
-/// or takes `--platform`; returns the inputs too for display.
-fn host_decision(
-    platform: Option<&str>,
-    engine: Option<&archpack::docker::Engine>,
-) -> Result<(Option<probe::ProbeInputs>, probe::Decision)> {
-    if let Some(p) = platform {
-        let p: Platform = p.parse().context("--platform")?;
-        return Ok((None, probe::forced(&p)));
-    }
-    let inputs = match engine {
-        Some(e) => probe::collect_with_engine(Ok(e)),
-        None => {
-            let connected = archpack::docker::Engine::connect();
-            probe::collect_with_engine(connected.as_ref().map_err(|e| e.to_string()))
-        }
-    };
-    let decision = probe::decide(&inputs)?;
-    Ok((Some(inputs), decision))
-}
-
-fn platform_command(
-    bundle: Option<PathBuf>,
-    platform: Option<String>,
-    json: bool,
-) -> Result<ExitCode> {
-    let (inputs, decision) = host_decision(platform.as_deref(), None)?;
-    let chosen = match &bundle {
-        Some(path) => {
-            let reader = BundleReader::open(path)?;
-            Some(probe::best_match(&decision, &reader.index.platforms())?)
-        }
-        None => None,
-    };
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&output::platform_json(
-                inputs.as_ref(),
-                &decision,
-                chosen.as_ref()
-            ))?
-        );
+    let report = ops::create::create(
+        &ops::create::CreateRequest {
+            sources,
+            output: args.output.clone(),
+            force: args.force,
+            level: args.level,
+            threads,
+            bundle_name,
+            created: source_date_epoch()?,
+            platforms: args.platform.as_deref().map(parse_platforms).transpose()?,
+            compose: read_compose(&args)?,
+            signer: signer
+                .as_ref()
+                .map(|s| s as &dyn archpack::format::IndexSigner),
+            endpoint,
+        },
+        progress,
+    )?;
+    if args.json {
+        print_json(&report);
     } else {
-        print!(
-            "{}",
-            output::platform_text(inputs.as_ref(), &decision, chosen.as_ref())
-        );
+        print!("{}", render::create(&report));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_compose(args: &CreateArgs) -> Result<Option<ComposeFiles>> {
+fn read_compose(args: &CreateArgs) -> Result<Option<ComposeFiles>, Error> {
     let Some(template) = &args.compose else {
         if !args.compose_overrides.is_empty() {
-            bail!("--compose-override needs --compose (the template it overrides)");
+            return Err(RequestError::OverrideWithoutTemplate.into());
         }
         return Ok(None);
     };
-    let read = |p: &PathBuf| {
-        std::fs::read_to_string(p).with_context(|| format!("reading compose file {}", p.display()))
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|error| RequestError::Read {
+            what: "compose file",
+            path: p.to_path_buf(),
+            error,
+        })
     };
     let mut files = ComposeFiles {
         template: read(template)?,
@@ -708,23 +622,23 @@ fn read_compose(args: &CreateArgs) -> Result<Option<ComposeFiles>> {
     for o in &args.compose_overrides {
         let (platform, path) = o
             .split_once('=')
-            .with_context(|| format!("--compose-override {o:?}: expected PLATFORM=FILE"))?;
-        let platform: Platform = platform
-            .parse()
-            .with_context(|| format!("--compose-override {o:?}"))?;
+            .ok_or_else(|| RequestError::BadOverride(o.clone()))?;
+        let platform: Platform = parse_platform(platform)?;
         files
             .overrides
-            .insert(platform.to_string(), read(&PathBuf::from(path))?);
+            .insert(platform.to_string(), read(Path::new(path))?);
     }
     Ok(Some(files))
 }
 
 /// The password from --password-file, ARCHPACK_PASSWORD, or a terminal prompt (in
 /// that order). Never echoed.
-fn read_password(file: Option<&std::path::Path>, confirm: bool) -> Result<Option<String>> {
+fn read_password(file: Option<&Path>, confirm: bool) -> Result<Option<String>, Error> {
     if let Some(f) = file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading the password file {}", f.display()))?;
+        let text = std::fs::read_to_string(f).map_err(|error| TrustError::PasswordRead {
+            from: format!("file {}", f.display()),
+            error,
+        })?;
         return Ok(Some(text.lines().next().unwrap_or("").to_string()));
     }
     if let Ok(pw) = std::env::var("ARCHPACK_PASSWORD") {
@@ -735,52 +649,26 @@ fn read_password(file: Option<&std::path::Path>, confirm: bool) -> Result<Option
     if !std::io::stdin().is_terminal() {
         return Ok(None);
     }
-    let pw = rpassword::prompt_password("Password for the secret key: ")?;
-    if confirm {
-        let again = rpassword::prompt_password("The same password again: ")?;
-        if pw != again {
-            bail!("the two passwords differ");
-        }
+    let prompt = |text: &str| {
+        rpassword::prompt_password(text).map_err(|error| TrustError::PasswordRead {
+            from: "from the terminal".into(),
+            error,
+        })
+    };
+    let pw = prompt("Password for the secret key: ")?;
+    if confirm && prompt("The same password again: ")? != pw {
+        return Err(TrustError::PasswordMismatch.into());
     }
     Ok(Some(pw))
 }
 
-/// "signed by key X (trusted: FILE)" or the unsigned warning's short form.
-fn describe_verdict(verdict: Option<Verdict>) -> String {
-    match verdict {
-        Some(Verdict::Trusted { key_id, source, .. }) => {
-            format!("signed by key {key_id} (trusted via {})", source.display())
-        }
-        Some(Verdict::UnsignedAllowed) => {
-            eprintln!(
-                "archpack: warning: the bundle is NOT signed; accepted because of --allow-unsigned"
-            );
-            "unsigned (allowed)".into()
-        }
-        None => "signature not checked".into(),
-    }
-}
-
-/// Who signed a bundle and whether that key is trusted here (for `inspect`).
-fn signer_status(reader: &BundleReader, store: &TrustStore) -> output::Signer {
-    let Some(sig) = reader.signature.as_deref() else {
-        return output::Signer::Unsigned;
-    };
-    let key_id = signing::signer_key_id(sig).unwrap_or_else(|| "unreadable".into());
-    match signing::check(&reader.index_bytes, Some(sig), store, false) {
-        Ok(_) => output::Signer::Trusted(key_id),
-        Err(signing::SigningError::Untrusted { .. }) => output::Signer::Untrusted(key_id),
-        Err(e) => output::Signer::Bad(key_id, e.to_string()),
-    }
-}
-
 /// SOURCE_DATE_EPOCH (reproducible builds) or now.
-fn source_date_epoch() -> Result<u64> {
+fn source_date_epoch() -> Result<u64, Error> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.trim().is_empty() => v
             .trim()
             .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a Unix time in seconds")),
+            .map_err(|_| RequestError::BadSourceDateEpoch(v.clone()).into()),
         _ => Ok(std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -789,69 +677,16 @@ fn source_date_epoch() -> Result<u64> {
 }
 
 /// One line: the error and its causes.
-pub fn render_error(err: &anyhow::Error) -> String {
+pub fn render_error(err: &Error) -> String {
     let mut s = err.to_string();
-    for cause in err.chain().skip(1) {
-        let c = cause.to_string();
-        if !s.contains(&c) {
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
             s.push_str(": ");
-            s.push_str(&c);
+            s.push_str(&text);
         }
+        cause = c.source();
     }
     s
-}
-
-/// A blob failed its check while being read (transparent wrappers hide it from chains).
-fn is_corrupt_blob(e: Option<&extract::ExtractError>) -> bool {
-    matches!(
-        e,
-        Some(extract::ExtractError::Corrupt { .. } | extract::ExtractError::Truncated { .. })
-    )
-}
-
-pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
-    let untrusted = err.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<signing::SigningError>(),
-            Some(
-                signing::SigningError::Unsigned
-                    | signing::SigningError::Untrusted { .. }
-                    | signing::SigningError::BadSignature { .. }
-                    | signing::SigningError::MalformedSignature(_)
-            )
-        )
-    });
-    if untrusted {
-        return ExitCode::from(EXIT_UNTRUSTED);
-    }
-    let integrity = err.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<BundleError>(),
-            Some(
-                BundleError::DigestMismatch { .. }
-                    | BundleError::CorruptLayer { .. }
-                    | BundleError::Truncated { .. }
-                    | BundleError::BadMember { .. }
-                    | BundleError::BadIndex { .. }
-            )
-        ) || is_corrupt_blob(c.downcast_ref::<extract::ExtractError>())
-            || matches!(
-                c.downcast_ref::<engine::LoadError>(),
-                Some(engine::LoadError::LayerMismatch(_))
-            )
-            || is_corrupt_blob(match c.downcast_ref::<engine::LoadError>() {
-                Some(engine::LoadError::Extract(e)) => Some(e),
-                _ => None,
-            })
-            || match c.downcast_ref::<archpack::push::PushError>() {
-                Some(archpack::push::PushError::Corrupt { .. }) => true,
-                Some(archpack::push::PushError::Bundle(e)) => is_corrupt_blob(Some(e)),
-                _ => false,
-            }
-    });
-    ExitCode::from(if integrity {
-        EXIT_INTEGRITY
-    } else {
-        EXIT_FAILURE
-    })
 }

@@ -41,7 +41,13 @@ pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a>>
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
         Compression::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(buffered)?;
-            d.window_log_max(31)?;
+            // Sources are the user's own files (`zstd --long=31` is theirs to use); a
+            // 32-bit zstd decodes windows up to 2^30 only.
+            d.window_log_max(if cfg!(target_pointer_width = "32") {
+                30
+            } else {
+                31
+            })?;
             Box::new(d)
         }
     })

@@ -1,7 +1,11 @@
-//! `docker save` archives (plain, .gz or .zst), possibly holding several images.
+//! `docker save` archives (plain, .gz or .zst), possibly holding several images. An
+//! archive that also carries an OCI index (Docker 25+ writes both; a containerd-store
+//! engine's save of a multi-platform image holds every platform only there) is read by
+//! its index, so no platform is silently dropped.
 
-use super::container::{decompress, Container};
-use super::{familiar_name, parse_config, LayerSink, Source, SourceError, SourceImage};
+use super::container::Container;
+use super::mapped::MappedSource;
+use super::{familiar_name, parse_config, SourceError, SourceImage};
 use crate::digest::Digest;
 use serde::Deserialize;
 
@@ -15,143 +19,96 @@ struct ManifestEntry {
     layers: Vec<String>,
 }
 
-/// A source whose layers are members at known paths (docker-archives, OCI layouts).
-pub struct MappedSource {
-    pub(super) container: Container,
-    pub(super) images: Vec<SourceImage>,
-    /// Per image: layer member paths, parallel to its diff_ids.
-    pub(super) layer_paths: Vec<Vec<String>>,
-}
-
-impl Source for MappedSource {
-    fn images(&self) -> &[SourceImage] {
-        &self.images
+pub fn open(container: Container, label: String) -> Result<MappedSource, SourceError> {
+    if container.exists("index.json") && container.exists("oci-layout") {
+        let names = repo_tags(&container, &label).unwrap_or_default();
+        return super::oci::open_with_names(container, None, label, &names);
     }
-
-    fn images_mut(&mut self) -> &mut [SourceImage] {
-        &mut self.images
+    if !container.exists("manifest.json") {
+        return Err(SourceError::Invalid {
+            what: label,
+            detail: "no manifest.json: not a `docker save` archive (for OCI archives use oci-archive:PATH)".into(),
+        });
     }
-
-    fn read_layers(
-        &mut self,
-        which: &[usize],
-        sink: &mut dyn LayerSink,
-    ) -> Result<(), SourceError> {
-        read_mapped_layers(
-            &self.container,
-            which.iter().map(|&i| {
-                (
-                    &self.images[i].diff_ids,
-                    self.layer_paths[i].as_slice(),
-                    self.images[i].source.as_str(),
-                )
-            }),
-            sink,
-        )
-    }
-}
-
-pub struct DockerArchive;
-
-impl DockerArchive {
-    pub fn open(container: Container, label: String) -> Result<MappedSource, SourceError> {
-        if !container.exists("manifest.json") {
-            return Err(SourceError::Invalid {
-                what: label,
-                detail: "no manifest.json: not a `docker save` archive (for OCI archives use oci-archive:PATH)".into(),
-            });
-        }
-        let manifest = container.read_metadata("manifest.json")?;
-        let entries: Vec<ManifestEntry> =
-            serde_json::from_slice(&manifest).map_err(|e| SourceError::Invalid {
-                what: label.clone(),
-                detail: format!("manifest.json: {e}"),
-            })?;
-        if entries.is_empty() {
-            return Err(SourceError::Invalid {
-                what: label,
-                detail: "manifest.json lists no image".into(),
-            });
-        }
-        let mut images = Vec::new();
-        let mut layer_paths = Vec::new();
-        for entry in entries {
-            let config_bytes = container.read_metadata(&entry.config)?;
-            let tags: Vec<String> = entry
-                .repo_tags
-                .unwrap_or_default()
-                .iter()
-                .map(|t| familiar_name(t))
-                .collect();
-            let what = match tags.first() {
-                Some(t) => format!("{label} ({t})"),
-                None => format!("{label} ({})", entry.config),
-            };
-            let facts = parse_config(&what, &config_bytes)?;
-            if facts.diff_ids.len() != entry.layers.len() {
-                return Err(SourceError::Invalid {
-                    what,
-                    detail: format!(
-                        "manifest.json lists {} layers but the config has {} diff_ids",
-                        entry.layers.len(),
-                        facts.diff_ids.len()
-                    ),
-                });
-            }
-            let size_hint = entry
-                .layers
-                .iter()
-                .filter_map(|l| container.member_size(l))
-                .sum();
-            images.push(SourceImage {
-                source: label.clone(),
-                tags,
-                platform: facts.platform,
-                config: Digest::of(&config_bytes),
-                config_bytes: Some(config_bytes),
-                diff_ids: facts.diff_ids,
-                size_hint,
-                name: None,
-            });
-            layer_paths.push(entry.layers);
-        }
-        Ok(MappedSource {
-            container,
-            images,
-            layer_paths,
-        })
-    }
-}
-
-/// Streams layers whose member path → diff_id mapping is known (archives, layouts):
-/// skips what the sink already has without reading it.
-fn read_mapped_layers<'a>(
-    container: &Container,
-    images: impl Iterator<Item = (&'a Vec<Digest>, &'a [String], &'a str)>,
-    sink: &mut dyn LayerSink,
-) -> Result<(), SourceError> {
-    let mut wanted: Vec<String> = Vec::new();
-    let mut expected: std::collections::HashMap<String, (Digest, String)> = Default::default();
-    for (diff_ids, paths, source) in images {
-        for (diff_id, path) in diff_ids.iter().zip(paths) {
-            if !expected.contains_key(path) && sink.wants(diff_id) {
-                wanted.push(path.clone());
-                expected.insert(path.clone(), (diff_id.clone(), source.to_string()));
-            }
-        }
-    }
-    let label = container.describe();
-    container.visit_members(&wanted, &mut |name, data| {
-        let Some((diff_id, _)) = expected.get(name) else {
-            return Ok(true);
+    let entries = manifest(&container, &label)?;
+    let mut images = Vec::new();
+    let mut layer_paths = Vec::new();
+    for entry in entries {
+        let config_bytes = container.read_metadata(&entry.config)?;
+        let names: Vec<String> = entry
+            .repo_tags
+            .unwrap_or_default()
+            .iter()
+            .map(|t| familiar_name(t))
+            .collect();
+        let what = match names.first() {
+            Some(t) => format!("{label} ({t})"),
+            None => format!("{label} ({})", entry.config),
         };
-        // An earlier member may have carried the same content under another name.
-        if !sink.wants(diff_id) {
-            return Ok(true);
+        let facts = parse_config(&what, &config_bytes)?;
+        if facts.diff_ids.len() != entry.layers.len() {
+            return Err(SourceError::Invalid {
+                what,
+                detail: format!(
+                    "manifest.json lists {} layers but the config has {} diff_ids",
+                    entry.layers.len(),
+                    facts.diff_ids.len()
+                ),
+            });
         }
-        let mut layer =
-            decompress(data).map_err(|e| SourceError::corrupt(std::path::Path::new(&label), e))?;
-        sink.layer(&format!("{label}:{name}"), Some(diff_id), &mut layer)?;
-        Ok(true)
+        let size_hint = entry
+            .layers
+            .iter()
+            .filter_map(|l| container.member_size(l))
+            .sum();
+        let config = Digest::of(&config_bytes);
+        images.push(SourceImage {
+            source: label.clone(),
+            names,
+            platform: facts.platform,
+            config: Some(config.clone()),
+            identity: config,
+            config_bytes: Some(config_bytes),
+            diff_ids: facts.diff_ids,
+            size_hint,
+        });
+        layer_paths.push(entry.layers);
+    }
+    Ok(MappedSource {
+        container,
+        images,
+        layer_paths,
+        absent: Vec::new(),
     })
+}
+
+fn manifest(container: &Container, label: &str) -> Result<Vec<ManifestEntry>, SourceError> {
+    let bytes = container.read_metadata("manifest.json")?;
+    let entries: Vec<ManifestEntry> =
+        serde_json::from_slice(&bytes).map_err(|e| SourceError::Invalid {
+            what: label.to_string(),
+            detail: format!("manifest.json: {e}"),
+        })?;
+    if entries.is_empty() {
+        return Err(SourceError::Invalid {
+            what: label.to_string(),
+            detail: "manifest.json lists no image".into(),
+        });
+    }
+    Ok(entries)
+}
+
+/// The tags `manifest.json` gives, when the archive has one.
+fn repo_tags(container: &Container, label: &str) -> Option<Vec<String>> {
+    if !container.exists("manifest.json") {
+        return None;
+    }
+    let entries = manifest(container, label).ok()?;
+    Some(
+        entries
+            .into_iter()
+            .flat_map(|e| e.repo_tags.unwrap_or_default())
+            .map(|t| familiar_name(&t))
+            .collect(),
+    )
 }

@@ -2,18 +2,22 @@
 //! OCI layouts and OCI archives), named the way skopeo names them.
 //!
 //! A source first describes its images ([`SourceImage`]: platform from the config,
-//! diff_ids, tags) without reading layers, so the bundle can be planned; then it
-//! streams the layers a plan asks for into a [`LayerSink`].
+//! diff_ids, the names it knows them by) without reading layers, so the bundle can be
+//! planned; then it streams the layers a plan asks for into a [`LayerSink`], in the
+//! order asked where it can read at random, in its own order where it cannot.
 
 mod container;
-mod daemon;
 mod docker_archive;
+mod engine;
+mod mapped;
 mod oci;
 
 pub use container::{decompress, read_up_to, Compression, MAX_METADATA_MEMBER};
 
 use crate::digest::{Digest, DigestError};
+use crate::docker::{Endpoint, EngineError};
 use crate::platform::Platform;
+use crate::reference::ImageRef;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -40,6 +44,8 @@ pub enum SourceError {
     BadDigest { what: String, error: DigestError },
     #[error("{0:?} is not a source; use docker-daemon:NAME:TAG, NAME:TAG, docker-archive:PATH, oci:DIR[:REF] or oci-archive:PATH[:REF]")]
     BadReference(String),
+    #[error("{reference:?} is not a valid image reference ({reason}); use docker-daemon:NAME:TAG, NAME:TAG, docker-archive:PATH, oci:DIR[:REF] or oci-archive:PATH[:REF]")]
+    BadImageName { reference: String, reason: String },
     #[error("{0:?} is a path on this host, not an engine image; say what it holds: docker-archive:{0} (docker save), oci-archive:{0} (an OCI tar) or oci:{0} (an OCI layout directory)")]
     PathWithoutKind(String),
     #[error("{what}: no image matches reference {reference:?} (it has: {available})")]
@@ -48,8 +54,10 @@ pub enum SourceError {
         reference: String,
         available: String,
     },
-    #[error("docker engine at {host}: {detail}")]
-    Engine { host: String, detail: String },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{what}: {detail}")]
+    EngineImage { what: String, detail: String },
     /// The sink refused a layer; the sink keeps its own error.
     #[error("aborted by the bundle writer")]
     Aborted,
@@ -107,6 +115,19 @@ pub enum SourceRef {
     },
 }
 
+/// Endings that mean a file, never an image name (`app.tar` parses as a repository).
+const FILE_ENDINGS: &[&str] = &[
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+    ".tar.zst",
+    ".tzst",
+    ".tar.zstd",
+    ".gz",
+    ".zst",
+    ".oci",
+];
+
 impl SourceRef {
     pub fn parse(s: &str) -> Result<SourceRef, SourceError> {
         let bad = || SourceError::BadReference(s.to_string());
@@ -114,9 +135,7 @@ impl SourceRef {
             if rest.is_empty() {
                 return Err(bad());
             }
-            return Ok(SourceRef::Daemon {
-                reference: rest.to_string(),
-            });
+            return engine_ref(rest);
         }
         if let Some(rest) = s.strip_prefix("docker-archive:") {
             if rest.is_empty() {
@@ -134,18 +153,36 @@ impl SourceRef {
             let (dir, reference) = split_path_ref(rest).ok_or_else(bad)?;
             return Ok(SourceRef::OciLayout { dir, reference });
         }
-        // A bare NAME:TAG is an engine image, as for `docker save`.
-        if s.is_empty() || s.contains(char::is_whitespace) {
+        if s.is_empty() {
             return Err(bad());
         }
         // `archpack create -o b app.tar` would otherwise ask the engine for "app.tar".
-        if s.starts_with('/') || s.starts_with('.') || Path::new(s).exists() {
+        let lower = s.to_ascii_lowercase();
+        if s.starts_with('/')
+            || s.starts_with('.')
+            || Path::new(s).exists()
+            || FILE_ENDINGS.iter().any(|e| lower.ends_with(e))
+        {
             return Err(SourceError::PathWithoutKind(s.to_string()));
         }
-        Ok(SourceRef::Daemon {
-            reference: s.to_string(),
-        })
+        // A bare NAME:TAG is an engine image, as for `docker save`.
+        engine_ref(s)
     }
+}
+
+/// An engine image: a reference (`svc:v1`, `svc@sha256:…`) or an image ID.
+fn engine_ref(reference: &str) -> Result<SourceRef, SourceError> {
+    let is_id = reference.strip_prefix("sha256:").unwrap_or(reference);
+    let looks_like_id = is_id.len() >= 12 && is_id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !looks_like_id {
+        ImageRef::parse(reference).map_err(|e| SourceError::BadImageName {
+            reference: reference.to_string(),
+            reason: e.reason,
+        })?;
+    }
+    Ok(SourceRef::Daemon {
+        reference: reference.to_string(),
+    })
 }
 
 /// skopeo's rule: the path ends at the first `:`; a path that itself exists wins.
@@ -184,25 +221,44 @@ impl fmt::Display for SourceRef {
 /// One image (one platform) a source can provide.
 #[derive(Debug, Clone)]
 pub struct SourceImage {
-    /// The source as the user wrote it, for messages.
+    /// The source as the user wrote it, for messages and `--name`.
     pub source: String,
-    /// Tags it carries there (`svc:v1.0-arm64`), familiar form.
-    pub tags: Vec<String>,
+    /// The names the source knows it by, as the user gave them: the engine reference
+    /// asked for, an archive's `RepoTags`, an OCI layout's full ref name. Familiar form.
+    /// Never tags the image merely has elsewhere, never a directory name.
+    pub names: Vec<String>,
     pub platform: Platform,
-    pub config: Digest,
+    /// The config digest (= the image ID an engine reports), when known before the
+    /// layers are read. Engines whose image ID is the manifest digest (the containerd
+    /// image store) learn it from the manifest as they export.
+    pub config: Option<Digest>,
+    /// What tells this image apart from another of the same source: the config digest,
+    /// or the engine's image ID.
+    pub identity: Digest,
     /// Exact config bytes when known before streaming (always, except engine sources).
     pub config_bytes: Option<Vec<u8>>,
     pub diff_ids: Vec<Digest>,
     /// Bytes of layer data expected, for progress (uncompressed where known).
     pub size_hint: u64,
-    /// The logical name to bundle it under, when the user gave one (`--name`).
-    pub name: Option<String>,
 }
 
-/// Receives layers from a source.
+/// An image a source names but cannot provide whole (an index entry whose blobs were
+/// left out of the archive).
+#[derive(Debug, Clone)]
+pub struct AbsentImage {
+    pub source: String,
+    pub names: Vec<String>,
+    pub platform: Platform,
+    /// What is missing, in words.
+    pub missing: String,
+}
+
+/// Receives layers and configs from a source.
 pub trait LayerSink {
     /// Whether the sink still needs the layer with this diff_id (checked before reading).
-    fn wants(&mut self, diff_id: &Digest) -> bool;
+    fn wants(&self, diff_id: &Digest) -> bool;
+    /// Uncompressed size of a layer the sink already has, if it has it.
+    fn has_size(&self, diff_id: &Digest) -> Option<u64>;
     /// One layer's uncompressed tar stream. `expected` is its diff_id when the source
     /// knows it; `None` means "identify it by its content".
     fn layer(
@@ -211,172 +267,92 @@ pub trait LayerSink {
         expected: Option<&Digest>,
         data: &mut dyn Read,
     ) -> Result<(), SourceError>;
-    /// A config blob delivered during streaming (engine sources).
-    fn config(&mut self, bytes: Vec<u8>);
+    /// The config of the image the source knows as `identity`, byte for byte.
+    fn config(
+        &mut self,
+        identity: &Digest,
+        origin: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), SourceError>;
 }
 
 /// An opened source.
 pub trait Source {
     fn images(&self) -> &[SourceImage];
-    fn images_mut(&mut self) -> &mut [SourceImage];
-    /// Gives every image of this source the logical name `name` (`--name`).
-    fn set_names(&mut self, name: Option<&str>) {
-        for image in self.images_mut() {
-            image.name = name.map(String::from);
-        }
+    /// Images the source names but does not hold whole.
+    fn absent(&self) -> &[AbsentImage] {
+        &[]
     }
-    /// Streams the layers of the images at `which` (indices into `images()`).
+    /// Streams the layers (and configs not known up front) of the images at `which`
+    /// (indices into `images()`), in that order where the source can.
     fn read_layers(&mut self, which: &[usize], sink: &mut dyn LayerSink)
         -> Result<(), SourceError>;
 }
 
-/// Opens sources and reads their metadata; `name` is each one's `--name`, if any.
-/// All engine images share one source (one `docker save` for all of them).
+/// Opens every source and reads its metadata. All engine images share one source (one
+/// connection), opened only if some source is an engine image.
 pub fn open_all(
-    references: &[(SourceRef, Option<String>)],
+    references: &[SourceRef],
+    endpoint: &Endpoint,
 ) -> Result<Vec<Box<dyn Source>>, SourceError> {
     let mut out: Vec<Box<dyn Source>> = Vec::new();
-    let mut engine: Option<daemon::DaemonSource> = None;
-    for (reference, name) in references {
+    let mut engine: Option<engine::EngineSource> = None;
+    for reference in references {
         if let SourceRef::Daemon { reference: r } = reference {
-            let d = match engine.as_mut() {
-                Some(d) => d,
-                None => engine.insert(daemon::DaemonSource::connect()?),
+            let e = match engine.as_mut() {
+                Some(e) => e,
+                None => engine.insert(engine::EngineSource::connect(endpoint)?),
             };
-            d.add(r, reference.to_string())?;
-            if let Some(last) = Source::images_mut(d).last_mut() {
-                last.name = name.clone();
-            }
+            e.add(r, reference.to_string())?;
             continue;
         }
-        let mut source = open(reference)?;
-        source.set_names(name.as_deref());
-        out.push(source);
+        out.push(open_file_source(reference)?);
     }
-    if let Some(d) = engine {
-        out.push(Box::new(d));
+    if let Some(e) = engine {
+        out.push(Box::new(e));
     }
     Ok(out)
 }
 
-/// Opens one source and reads its metadata.
-pub fn open(reference: &SourceRef) -> Result<Box<dyn Source>, SourceError> {
+/// Opens a source that lives in a file or directory and reads its metadata.
+fn open_file_source(reference: &SourceRef) -> Result<Box<dyn Source>, SourceError> {
     let label = reference.to_string();
-    let is_layout_dir = matches!(reference, SourceRef::OciLayout { .. });
     Ok(match reference {
-        SourceRef::Daemon { reference } => {
-            let mut d = daemon::DaemonSource::connect()?;
-            d.add(reference, label)?;
-            Box::new(d)
+        SourceRef::Daemon { .. } => {
+            return Err(SourceError::BadReference(label));
         }
         SourceRef::DockerArchive { path } => {
             let container = container::Container::open_tar(path)?;
-            Box::new(docker_archive::DockerArchive::open(container, label)?)
+            Box::new(docker_archive::open(container, label)?)
         }
-        SourceRef::OciLayout {
-            dir: path,
-            reference,
-        }
-        | SourceRef::OciArchive { path, reference } => {
-            let container = if is_layout_dir {
-                container::Container::open_dir(path)?
-            } else {
-                container::Container::open_tar(path)?
-            };
-            Box::new(oci::OciLayout::open(
-                container,
-                reference.as_deref(),
-                &dir_name(path),
-                label,
-            )?)
-        }
+        SourceRef::OciLayout { dir, reference } => Box::new(oci::open(
+            container::Container::open_dir(dir)?,
+            reference.as_deref(),
+            label,
+        )?),
+        SourceRef::OciArchive { path, reference } => Box::new(oci::open(
+            container::Container::open_tar(path)?,
+            reference.as_deref(),
+            label,
+        )?),
     })
 }
 
-/// A repository name from a file or directory name, for OCI refs that are bare tags.
-fn dir_name(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    let stem = name
-        .trim_end_matches(".gz")
-        .trim_end_matches(".zst")
-        .trim_end_matches(".tar")
-        .trim_end_matches(".oci");
-    stem.to_ascii_lowercase()
+/// The config's facts, for a source.
+pub(crate) fn parse_config(
+    source: &str,
+    bytes: &[u8],
+) -> Result<archpack_format::ConfigFacts, SourceError> {
+    archpack_format::config_facts(bytes).map_err(|e| SourceError::NoPlatform {
+        what: source.to_string(),
+        detail: e.to_string(),
+    })
 }
 
-/// Parsed essentials of an image config.
-pub(crate) struct ConfigFacts {
-    pub platform: Platform,
-    pub diff_ids: Vec<Digest>,
-}
-
-pub(crate) fn parse_config(source: &str, bytes: &[u8]) -> Result<ConfigFacts, SourceError> {
-    let config = oci_spec::image::ImageConfiguration::from_reader(bytes).map_err(|e| {
-        SourceError::NoPlatform {
-            what: source.to_string(),
-            detail: e.to_string(),
-        }
-    })?;
-    let os = config.os().to_string();
-    let arch = config.architecture().to_string();
-    if os.is_empty() || arch.is_empty() {
-        return Err(SourceError::NoPlatform {
-            what: source.to_string(),
-            detail: "empty os or architecture".into(),
-        });
-    }
-    let platform = Platform::new(&os, &arch, config.variant().as_deref());
-    let diff_ids = config
-        .rootfs()
-        .diff_ids()
-        .iter()
-        .map(|d| d.parse::<Digest>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| SourceError::BadDigest {
-            what: source.to_string(),
-            error,
-        })?;
-    Ok(ConfigFacts { platform, diff_ids })
-}
-
-/// Familiar form of an image name: `docker.io/library/svc:v1` → `svc:v1`.
-pub fn familiar_name(name: &str) -> String {
-    let n = name.strip_prefix("docker.io/").unwrap_or(name);
-    let n = n.strip_prefix("library/").unwrap_or(n);
-    n.to_string()
-}
-
-/// Architecture suffixes stripped from a tag to find the logical name.
-const ARCH_SUFFIXES: &[&str] = &[
-    "amd64", "x86_64", "x86-64", "x64", "arm64v8", "arm64", "aarch64", "arm32v7", "arm32v6",
-    "armv7l", "armv7", "armv6l", "armv6", "armv5", "armhf", "armel", "arm", "i386", "386",
-    "ppc64le", "s390x", "riscv64", "loong64",
-];
-
-/// `svc:v1.0-arm64` → `svc:v1.0`; `svc:arm64` → `svc:latest`; a name without a tag
-/// gets `latest`.
-pub fn logical_name(tag: &str) -> String {
-    let tag = familiar_name(tag);
-    let (repo, version) = match tag.rfind(':') {
-        Some(i) if !tag[i + 1..].contains('/') => (&tag[..i], &tag[i + 1..]),
-        _ => (tag.as_str(), "latest"),
-    };
-    let lower = version.to_ascii_lowercase();
-    for suffix in ARCH_SUFFIXES {
-        if lower == *suffix {
-            return format!("{repo}:latest");
-        }
-        for sep in ['-', '_', '.'] {
-            let s = format!("{sep}{suffix}");
-            if lower.ends_with(&s) {
-                return format!("{repo}:{}", &version[..version.len() - s.len()]);
-            }
-        }
-    }
-    format!("{repo}:{version}")
+/// Familiar form of a name a source gives (`docker.io/library/svc:v1` → `svc:v1`);
+/// names outside the grammar are kept as written, for `create` to refuse by name.
+pub(crate) fn familiar_name(name: &str) -> String {
+    crate::reference::familiar(name)
 }
 
 #[cfg(test)]
@@ -388,7 +364,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("app.tar");
         std::fs::write(&file, b"").unwrap();
-        for s in [file.to_str().unwrap(), "./app.tar", "/nonexistent/app.tar"] {
+        for s in [
+            file.to_str().unwrap(),
+            "./app.tar",
+            "/nonexistent/app.tar",
+            "app.tar",
+            "app.tar.gz",
+            "images/app.oci",
+        ] {
             let e = SourceRef::parse(s).unwrap_err().to_string();
             assert!(e.contains(&format!("docker-archive:{s}")), "{e}");
         }
@@ -422,30 +405,17 @@ mod tests {
                 reference: None
             }
         );
-        for bad in ["", "docker-archive:", "oci:", "/abs/path.tar", "has space"] {
-            assert!(SourceRef::parse(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn logical_names_drop_arch_suffixes() {
-        for (tag, want) in [
-            ("svc:v1.0-arm64", "svc:v1.0"),
-            ("svc:v1.0-amd64", "svc:v1.0"),
-            ("svc:v1.0_x86_64", "svc:v1.0"),
-            ("svc:v1.0-armv7", "svc:v1.0"),
-            ("svc:v1.0-arm", "svc:v1.0"),
-            ("svc:arm64", "svc:latest"),
-            ("svc", "svc:latest"),
-            ("docker.io/library/svc:v2", "svc:v2"),
-            (
-                "registry:5000/team/svc:v2-arm64v8",
-                "registry:5000/team/svc:v2",
-            ),
-            ("registry:5000/svc", "registry:5000/svc:latest"),
-            ("svc:v1.0-harmony", "svc:v1.0-harmony"),
+        assert!(SourceRef::parse("sha256:0123456789abcdef").is_ok());
+        for bad in [
+            "",
+            "docker-archive:",
+            "oci:",
+            "/abs/path.tar",
+            "has space",
+            "MyApp:1",
+            "app:1:2",
         ] {
-            assert_eq!(logical_name(tag), want, "{tag}");
+            assert!(SourceRef::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -1,123 +1,191 @@
 //! OCI image layouts (`oci:DIR[:REF]`) and OCI archives (`oci-archive:PATH[:REF]`),
-//! including multi-platform indexes as `docker buildx --output type=oci` writes them.
+//! including multi-platform indexes as `docker buildx --output type=oci` writes them,
+//! and the OCI index inside a Docker 25+ `docker save`.
+//!
+//! An index may name platforms whose blobs are not there (a containerd-store engine's
+//! save after a single-platform pull): those are listed as absent, not an error; a
+//! platform that is asked for must be complete (the create plan decides).
 
 use super::container::Container;
-use super::docker_archive::MappedSource;
-use super::{familiar_name, parse_config, SourceError, SourceImage};
+use super::mapped::MappedSource;
+use super::{familiar_name, parse_config, AbsentImage, SourceError, SourceImage};
 use crate::digest::Digest;
+use crate::platform::Platform;
+use archpack_format::oci::{CONTAINERD_NAME, REF_NAME};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Nested indexes deeper than this are refused (a loop or a hostile layout).
 const MAX_INDEX_DEPTH: usize = 4;
 
-/// Reads an OCI layout's index into a [`MappedSource`].
-pub struct OciLayout {
-    source: MappedSource,
+pub fn open(
+    container: Container,
+    reference: Option<&str>,
+    label: String,
+) -> Result<MappedSource, SourceError> {
+    open_with_names(container, reference, label, &[])
 }
 
-impl OciLayout {
-    /// `fallback_repo` names images whose ref is a bare tag (umoci writes `v1.0`).
-    pub fn open(
-        container: Container,
-        reference: Option<&str>,
-        fallback_repo: &str,
-        label: String,
-    ) -> Result<MappedSource, SourceError> {
-        if !container.exists("index.json") {
+/// `fallback_names` name images whose descriptors carry no full name (a docker-archive's
+/// `RepoTags` beside its OCI index).
+pub fn open_with_names(
+    container: Container,
+    reference: Option<&str>,
+    label: String,
+    fallback_names: &[String],
+) -> Result<MappedSource, SourceError> {
+    if !container.exists("index.json") {
+        return Err(SourceError::Invalid {
+            what: label,
+            detail: "no index.json: not an OCI image layout".into(),
+        });
+    }
+    let index: ImageIndex = parse_json(&container, "index.json", &label)?;
+    let mut layout = Layout {
+        source: MappedSource {
+            container,
+            images: Vec::new(),
+            layer_paths: Vec::new(),
+            absent: Vec::new(),
+        },
+        label: label.clone(),
+    };
+    let mut names_seen = Vec::new();
+    let single = index.manifests().len() == 1;
+    for desc in index.manifests() {
+        let mut name = descriptor_name(desc);
+        if name.is_none() && single && fallback_names.len() == 1 {
+            name = Some(fallback_names[0].clone());
+        }
+        let shown = name
+            .clone()
+            .or_else(|| ref_annotation(desc).map(String::from));
+        if let Some(n) = &shown {
+            names_seen.push(n.clone());
+        }
+        if let Some(want) = reference {
+            let matches = name.as_deref() == Some(familiar_name(want).as_str())
+                || ref_annotation(desc) == Some(want);
+            if !matches {
+                continue;
+            }
+        }
+        layout.add_descriptor(desc, name, 0, true)?;
+    }
+    if layout.source.images.is_empty() {
+        if let (Some(first), None) = (layout.source.absent.first(), reference) {
             return Err(SourceError::Invalid {
                 what: label,
-                detail: "no index.json: not an OCI image layout".into(),
+                detail: format!(
+                    "no image in it is complete: {} ({})",
+                    first.platform, first.missing
+                ),
             });
         }
-        let index: ImageIndex = parse_json(&container, "index.json", &label)?;
-        let mut layout = OciLayout {
-            source: MappedSource {
-                container,
-                images: Vec::new(),
-                layer_paths: Vec::new(),
+        return Err(match reference {
+            Some(r) if layout.source.absent.is_empty() => SourceError::NoSuchReference {
+                what: label,
+                reference: r.to_string(),
+                available: if names_seen.is_empty() {
+                    "no named images".into()
+                } else {
+                    names_seen.join(", ")
+                },
             },
-        };
-        let mut names_seen = Vec::new();
-        for desc in index.manifests() {
-            let name = descriptor_name(desc, fallback_repo);
-            if let Some(n) = &name {
-                names_seen.push(n.clone());
-            }
-            if let Some(want) = reference {
-                let matches = name.as_deref().is_some_and(|n| {
-                    n == want || familiar_name(want) == *n || ref_annotation(desc) == Some(want)
-                });
-                if !matches {
-                    continue;
+            Some(_) => {
+                let a = &layout.source.absent[0];
+                SourceError::Invalid {
+                    what: label,
+                    detail: format!("{} is incomplete: {}", a.platform, a.missing),
                 }
             }
-            layout.add_descriptor(desc, name, &label, 0)?;
-        }
-        if layout.source.images.is_empty() {
-            return Err(match reference {
-                Some(r) => SourceError::NoSuchReference {
-                    what: label,
-                    reference: r.to_string(),
-                    available: if names_seen.is_empty() {
-                        "no named images".into()
-                    } else {
-                        names_seen.join(", ")
-                    },
-                },
-                None => SourceError::Invalid {
-                    what: label,
-                    detail: "index.json lists no image".into(),
-                },
-            });
-        }
-        Ok(layout.source)
+            None => SourceError::Invalid {
+                what: label,
+                detail: "index.json lists no image".into(),
+            },
+        });
     }
+    Ok(layout.source)
+}
 
+struct Layout {
+    source: MappedSource,
+    label: String,
+}
+
+impl Layout {
+    /// Adds the image(s) `desc` names. Below an index, an image whose blobs are missing
+    /// is recorded as absent; at the top it is an error.
     fn add_descriptor(
         &mut self,
         desc: &Descriptor,
         name: Option<String>,
-        label: &str,
         depth: usize,
+        top: bool,
     ) -> Result<(), SourceError> {
-        let path = blob_path(desc, label)?;
-        if is_index_media_type(desc.media_type()) {
-            {
-                if depth >= MAX_INDEX_DEPTH {
-                    return Err(SourceError::Invalid {
-                        what: label.to_string(),
-                        detail: "image indexes nested too deeply".into(),
+        let path = blob_path(desc, &self.label)?;
+        if !is_index_media_type(desc.media_type()) {
+            return match self.add_manifest(&path, name.clone()) {
+                Err(SourceError::MissingMember { member, .. }) if !top => {
+                    let platform = desc
+                        .platform()
+                        .as_ref()
+                        .map(|p| {
+                            Platform::new(
+                                &p.os().to_string(),
+                                &p.architecture().to_string(),
+                                p.variant().as_deref(),
+                            )
+                        })
+                        .unwrap_or_else(|| Platform::new("unknown", "unknown", None));
+                    self.source.absent.push(AbsentImage {
+                        source: self.label.clone(),
+                        names: name.into_iter().collect(),
+                        platform,
+                        missing: format!("missing {member}"),
                     });
+                    Ok(())
                 }
-                let index: ImageIndex = parse_json(&self.source.container, &path, label)?;
-                for child in index.manifests() {
-                    // Attestation manifests (buildx provenance) are not images.
-                    if is_attestation(child) {
-                        continue;
-                    }
-                    self.add_descriptor(child, name.clone(), label, depth + 1)?;
-                }
-                Ok(())
-            }
-        } else {
-            self.add_manifest(&path, name, label)
+                other => other,
+            };
         }
+        if depth >= MAX_INDEX_DEPTH {
+            return Err(SourceError::Invalid {
+                what: self.label.clone(),
+                detail: "image indexes nested too deeply".into(),
+            });
+        }
+        let index: ImageIndex = parse_json(&self.source.container, &path, &self.label)?;
+        for child in index.manifests() {
+            // Attestation manifests (buildx provenance) are not images.
+            if is_attestation(child) {
+                continue;
+            }
+            self.add_descriptor(child, name.clone(), depth + 1, false)?;
+        }
+        Ok(())
     }
 
-    fn add_manifest(
-        &mut self,
-        path: &str,
-        name: Option<String>,
-        label: &str,
-    ) -> Result<(), SourceError> {
-        let manifest: ImageManifest = parse_json(&self.source.container, path, label)?;
-        let config_path = blob_path(manifest.config(), label)?;
-        let config_bytes = self.source.container.read_metadata(&config_path)?;
+    fn add_manifest(&mut self, path: &str, name: Option<String>) -> Result<(), SourceError> {
+        let label = self.label.clone();
+        let container = &self.source.container;
+        if !container.exists(path) {
+            return Err(SourceError::MissingMember {
+                container: container.describe(),
+                member: format!("{path} (a manifest)"),
+            });
+        }
+        let manifest: ImageManifest = parse_json(container, path, &label)?;
+        let config_path = blob_path(manifest.config(), &label)?;
+        if !container.exists(&config_path) {
+            return Err(SourceError::MissingMember {
+                container: container.describe(),
+                member: format!("{config_path} (the config of manifest {path})"),
+            });
+        }
+        let config_bytes = container.read_metadata(&config_path)?;
         let what = match &name {
             Some(n) => format!("{label} ({n})"),
-            None => label.to_string(),
+            None => label.clone(),
         };
         let config = Digest::of(&config_bytes);
         let declared = Digest::from_oci(manifest.config().digest()).map_err(|error| {
@@ -146,10 +214,10 @@ impl OciLayout {
         let mut paths = Vec::new();
         let mut size_hint = 0;
         for layer in manifest.layers() {
-            let p = blob_path(layer, label)?;
-            if !self.source.container.exists(&p) {
+            let p = blob_path(layer, &label)?;
+            if !container.exists(&p) {
                 return Err(SourceError::MissingMember {
-                    container: self.source.container.describe(),
+                    container: container.describe(),
                     member: format!("{p} (layer {} of {what})", layer.digest()),
                 });
             }
@@ -157,14 +225,14 @@ impl OciLayout {
             paths.push(p);
         }
         self.source.images.push(SourceImage {
-            source: label.to_string(),
-            tags: name.into_iter().collect(),
+            source: label,
+            names: name.into_iter().collect(),
             platform: facts.platform,
-            config,
+            config: Some(config.clone()),
+            identity: config,
             config_bytes: Some(config_bytes),
             diff_ids: facts.diff_ids,
             size_hint,
-            name: None,
         });
         self.source.layer_paths.push(paths);
         Ok(())
@@ -196,19 +264,16 @@ fn ref_annotation(desc: &Descriptor) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// The image name a layout gives a top-level descriptor: containerd's full name
-/// first, else the OCI ref name (a bare tag is put under `fallback_repo`).
-fn descriptor_name(desc: &Descriptor, fallback_repo: &str) -> Option<String> {
+/// The image name a layout gives a top-level descriptor: containerd's full name, else
+/// an OCI ref name that is a whole reference (`svc:v1.0`). A bare tag (`v1.0`, as umoci
+/// writes) names no image: a directory name is never made into one.
+fn descriptor_name(desc: &Descriptor) -> Option<String> {
     let annotations = desc.annotations().as_ref()?;
     if let Some(full) = annotations.get(CONTAINERD_NAME) {
         return Some(familiar_name(full));
     }
     let r = annotations.get(REF_NAME)?;
-    if r.contains(':') || r.contains('/') {
-        Some(familiar_name(r))
-    } else {
-        Some(format!("{fallback_repo}:{r}"))
-    }
+    (r.contains(':') || r.contains('/')).then(|| familiar_name(r))
 }
 
 fn blob_path(desc: &Descriptor, label: &str) -> Result<String, SourceError> {

@@ -1,17 +1,18 @@
-//! Signing and trust, in minisign's formats (keys and signatures interoperate with the
+//! Trust: signing keys, signatures and the trust store, in minisign's formats (keys and signatures interoperate with the
 //! `minisign` CLI both ways). The signed message is the bundle index member, which
 //! commits to every member's digest and size; see bundle-format/SPEC.md §6.
 //!
 //! Passwords are always passed in explicitly: the minisign crate would otherwise prompt
 //! on stdout, and the library never prints.
 
-use crate::bundle::{IndexGate, IndexSigner};
+use archpack_format::exit;
+use archpack_format::{GateRefusal, IndexGate, IndexSigner};
 use minisign::{KeyPair, PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
-pub enum SigningError {
+pub enum TrustError {
     #[error("{path}: {error}")]
     Io {
         path: PathBuf,
@@ -27,6 +28,12 @@ pub enum SigningError {
     WrongPassword(PathBuf),
     #[error("{0}: the secret key is password-protected; give --password-file FILE or set ARCHPACK_PASSWORD (or run on a terminal to be asked)")]
     PasswordNeeded(PathBuf),
+    #[error("keygen needs a password for the secret key: give --password-file FILE, set ARCHPACK_PASSWORD, run on a terminal, or pass --no-password for a throwaway key")]
+    NoPasswordGiven,
+    #[error("the two passwords differ")]
+    PasswordMismatch,
+    #[error("reading the password {from}: {error}")]
+    PasswordRead { from: String, error: std::io::Error },
     #[error("{0}: already exists; pass --force to replace it")]
     Exists(PathBuf),
     #[error("generating a key: {0}")]
@@ -51,8 +58,35 @@ pub enum SigningError {
     MalformedSignature(String),
 }
 
-fn read_key_file(path: &Path) -> Result<String, SigningError> {
-    std::fs::read_to_string(path).map_err(|error| SigningError::Io {
+impl TrustError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TrustError::Unsigned
+            | TrustError::Untrusted { .. }
+            | TrustError::BadSignature { .. }
+            | TrustError::MalformedSignature(_) => exit::UNTRUSTED,
+            TrustError::Io { .. }
+            | TrustError::KeyFormat { .. }
+            | TrustError::WrongPassword(_)
+            | TrustError::PasswordNeeded(_)
+            | TrustError::NoPasswordGiven
+            | TrustError::PasswordMismatch
+            | TrustError::PasswordRead { .. }
+            | TrustError::Exists(_)
+            | TrustError::Generate(_)
+            | TrustError::Sign(_) => exit::FAILURE,
+        }
+    }
+}
+
+impl GateRefusal for TrustError {
+    fn exit_code(&self) -> u8 {
+        TrustError::exit_code(self)
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<String, TrustError> {
+    std::fs::read_to_string(path).map_err(|error| TrustError::Io {
         path: path.to_path_buf(),
         error,
     })
@@ -73,9 +107,9 @@ pub struct SigningKey {
 
 impl SigningKey {
     /// Loads a minisign secret key; `password` is needed when the key is encrypted.
-    pub fn load(path: &Path, password: Option<String>) -> Result<SigningKey, SigningError> {
+    pub fn load(path: &Path, password: Option<String>) -> Result<SigningKey, TrustError> {
         let text = read_key_file(path)?;
-        let bad = |detail: String| SigningError::KeyFormat {
+        let bad = |detail: String| TrustError::KeyFormat {
             path: path.to_path_buf(),
             what: "secret key",
             detail,
@@ -89,10 +123,10 @@ impl SigningKey {
             }
             Err(_) => {
                 let password =
-                    password.ok_or_else(|| SigningError::PasswordNeeded(path.to_path_buf()))?;
+                    password.ok_or_else(|| TrustError::PasswordNeeded(path.to_path_buf()))?;
                 sk_box.into_secret_key(Some(password)).map_err(|e| {
                     if e.to_string().contains("Wrong password") {
-                        SigningError::WrongPassword(path.to_path_buf())
+                        TrustError::WrongPassword(path.to_path_buf())
                     } else {
                         bad(e.to_string())
                     }
@@ -104,9 +138,9 @@ impl SigningKey {
     }
 
     /// Whether the key file needs a password (so the CLI knows to ask for one).
-    pub fn needs_password(path: &Path) -> Result<bool, SigningError> {
+    pub fn needs_password(path: &Path) -> Result<bool, TrustError> {
         let text = read_key_file(path)?;
-        let sk_box = SecretKeyBox::from_string(&text).map_err(|e| SigningError::KeyFormat {
+        let sk_box = SecretKeyBox::from_string(&text).map_err(|e| TrustError::KeyFormat {
             path: path.to_path_buf(),
             what: "secret key",
             detail: e.to_string(),
@@ -138,7 +172,11 @@ fn is_unchecksummed_plain_key(text: &str) -> bool {
 }
 
 impl IndexSigner for SigningKey {
-    fn sign(&self, data: &[u8], trusted_comment: &str) -> Result<String, String> {
+    fn sign(
+        &self,
+        data: &[u8],
+        trusted_comment: &str,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         let untrusted = format!("signature from archpack secret key {}", self.key_id);
         minisign::sign(
             None,
@@ -148,7 +186,7 @@ impl IndexSigner for SigningKey {
             Some(&untrusted),
         )
         .map(|sig| sig.into_string())
-        .map_err(|e| e.to_string())
+        .map_err(|e| Box::new(TrustError::Sign(e.to_string())) as _)
     }
 }
 
@@ -164,29 +202,29 @@ pub fn keygen(
     prefix: &Path,
     password: Option<String>,
     force: bool,
-) -> Result<KeyFiles, SigningError> {
+) -> Result<KeyFiles, TrustError> {
     let secret_path = with_suffix(prefix, "key");
     let public_path = with_suffix(prefix, "pub");
     for p in [&secret_path, &public_path] {
         if p.exists() && !force {
-            return Err(SigningError::Exists(p.clone()));
+            return Err(TrustError::Exists(p.clone()));
         }
     }
     let pair = match password {
         Some(pw) => KeyPair::generate_encrypted_keypair(Some(pw)),
         None => KeyPair::generate_unencrypted_keypair(),
     }
-    .map_err(|e| SigningError::Generate(e.to_string()))?;
+    .map_err(|e| TrustError::Generate(e.to_string()))?;
     let key_id = key_id(pair.pk.keynum());
     let sk_text = pair
         .sk
         .to_box(Some(&format!("archpack secret key {key_id}")))
-        .map_err(|e| SigningError::Generate(e.to_string()))?
+        .map_err(|e| TrustError::Generate(e.to_string()))?
         .into_string();
     let pk_text = pair
         .pk
         .to_box()
-        .map_err(|e| SigningError::Generate(e.to_string()))?
+        .map_err(|e| TrustError::Generate(e.to_string()))?
         .into_string();
     write_atomic(&secret_path, sk_text.as_bytes(), 0o600)?;
     write_atomic(&public_path, pk_text.as_bytes(), 0o644)?;
@@ -204,14 +242,14 @@ fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SigningError> {
-    use crate::fsutil::WriteError;
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TrustError> {
+    use crate::fsutil::OutputError;
     // Existence was checked (with --force) before the key pair was generated.
-    crate::fsutil::write_bytes(path, bytes, true, mode).map_err(|e| SigningError::Io {
+    crate::fsutil::write_bytes(path, bytes, true, mode).map_err(|e| TrustError::Io {
         path: path.to_path_buf(),
         error: match e {
-            WriteError::Io { error, .. } | WriteError::Content(error) => error,
-            WriteError::Exists(_) => std::io::ErrorKind::AlreadyExists.into(),
+            OutputError::Io { error, .. } => error,
+            OutputError::Exists(_) => std::io::ErrorKind::AlreadyExists.into(),
         },
     })
 }
@@ -243,7 +281,7 @@ pub fn default_trust_dirs() -> Vec<PathBuf> {
 }
 
 impl TrustStore {
-    pub fn load(explicit: &[PathBuf], dirs: &[PathBuf]) -> Result<TrustStore, SigningError> {
+    pub fn load(explicit: &[PathBuf], dirs: &[PathBuf]) -> Result<TrustStore, TrustError> {
         let mut keys = Vec::new();
         for path in explicit {
             keys.push(read_public_key(path)?);
@@ -274,9 +312,9 @@ impl TrustStore {
 
 /// Reads a minisign public key file (`untrusted comment:` line + base64 line), or a
 /// bare base64 key as `minisign -P` takes it.
-pub fn read_public_key(path: &Path) -> Result<TrustedKey, SigningError> {
+pub fn read_public_key(path: &Path) -> Result<TrustedKey, TrustError> {
     let text = read_key_file(path)?;
-    let bad = |detail: String| SigningError::KeyFormat {
+    let bad = |detail: String| TrustError::KeyFormat {
         path: path.to_path_buf(),
         what: "public key",
         detail,
@@ -321,21 +359,21 @@ pub fn check(
     signature: Option<&[u8]>,
     trust: &TrustStore,
     allow_unsigned: bool,
-) -> Result<Verdict, SigningError> {
+) -> Result<Verdict, TrustError> {
     let Some(signature) = signature else {
         return if allow_unsigned {
             Ok(Verdict::UnsignedAllowed)
         } else {
-            Err(SigningError::Unsigned)
+            Err(TrustError::Unsigned)
         };
     };
     let text = std::str::from_utf8(signature)
-        .map_err(|_| SigningError::MalformedSignature("not UTF-8 text".into()))?;
+        .map_err(|_| TrustError::MalformedSignature("not UTF-8 text".into()))?;
     let sig_box = SignatureBox::from_string(text)
-        .map_err(|e| SigningError::MalformedSignature(e.to_string()))?;
+        .map_err(|e| TrustError::MalformedSignature(e.to_string()))?;
     let signer = key_id(sig_box.keynum());
     let Some(trusted) = trust.find(sig_box.keynum()) else {
-        return Err(SigningError::Untrusted {
+        return Err(TrustError::Untrusted {
             key_id: signer,
             searched: trust
                 .searched
@@ -354,7 +392,7 @@ pub fn check(
         false,
         true,
     )
-    .map_err(|e| SigningError::BadSignature {
+    .map_err(|e| TrustError::BadSignature {
         key_id: signer.clone(),
         detail: e.to_string(),
     })?;
@@ -387,12 +425,9 @@ impl<'a> TrustGate<'a> {
 }
 
 impl IndexGate for TrustGate<'_> {
-    fn admit(
-        &self,
-        index: &[u8],
-        signature: Option<&[u8]>,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let verdict = check(index, signature, self.trust, self.allow_unsigned)?;
+    fn admit(&self, index: &[u8], signature: Option<&[u8]>) -> Result<(), Box<dyn GateRefusal>> {
+        let verdict = check(index, signature, self.trust, self.allow_unsigned)
+            .map_err(|e| Box::new(e) as Box<dyn GateRefusal>)?;
         if let Ok(mut v) = self.verdict.lock() {
             *v = Some(verdict);
         }

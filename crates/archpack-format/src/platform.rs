@@ -55,27 +55,64 @@ impl Platform {
     }
 }
 
-/// Maps uname/GOARCH spellings to OCI architecture names, with the variant a
-/// spelling implies (`armv7l` → `arm` + `v7`).
+/// Every spelling of an architecture archpack understands (uname, GOARCH, Debian, image
+/// tag suffixes), with the OCI architecture and the variant the spelling implies. The one
+/// alias table: platform parsing, the host probe and logical names all read it.
+pub const ARCH_ALIASES: &[(&str, &str, Option<&str>)] = &[
+    ("amd64", "amd64", None),
+    ("x86_64", "amd64", None),
+    ("x86-64", "amd64", None),
+    ("x64", "amd64", None),
+    ("386", "386", None),
+    ("i386", "386", None),
+    ("i486", "386", None),
+    ("i586", "386", None),
+    ("i686", "386", None),
+    ("x86", "386", None),
+    ("arm64", "arm64", None),
+    ("aarch64", "arm64", None),
+    ("armv8", "arm64", None),
+    ("arm64v8", "arm64", None),
+    ("armv8l", "arm", Some("v8")),
+    ("arm", "arm", None),
+    ("armv7l", "arm", Some("v7")),
+    ("armv7", "arm", Some("v7")),
+    ("armhf", "arm", Some("v7")),
+    ("arm32v7", "arm", Some("v7")),
+    ("armv6l", "arm", Some("v6")),
+    ("armv6", "arm", Some("v6")),
+    ("armel", "arm", Some("v6")),
+    ("arm32v6", "arm", Some("v6")),
+    ("armv5tel", "arm", Some("v5")),
+    ("armv5tejl", "arm", Some("v5")),
+    ("armv5l", "arm", Some("v5")),
+    ("armv5", "arm", Some("v5")),
+    ("ppc64le", "ppc64le", None),
+    ("powerpc64le", "ppc64le", None),
+    ("ppc64", "ppc64", None),
+    ("powerpc64", "ppc64", None),
+    ("s390x", "s390x", None),
+    ("riscv64", "riscv64", None),
+    ("loong64", "loong64", None),
+    ("loongarch64", "loong64", None),
+    ("mips64le", "mips64le", None),
+    ("mips64el", "mips64le", None),
+];
+
+/// Maps any spelling in [`ARCH_ALIASES`] to its OCI architecture name, with the variant
+/// the spelling implies (`armv7l` → `arm` + `v7`); unknown names pass through lowercased.
 pub fn normalize_arch(arch: &str) -> (String, Option<&'static str>) {
     let a = arch.trim().to_ascii_lowercase();
-    let (name, variant): (&str, Option<&'static str>) = match a.as_str() {
-        "x86_64" | "x86-64" | "amd64" => ("amd64", None),
-        "i386" | "i486" | "i586" | "i686" | "386" | "x86" => ("386", None),
-        "aarch64" | "arm64" | "armv8" | "arm64v8" => ("arm64", None),
-        "armv8l" => ("arm", Some("v8")),
-        "armv7l" | "armv7" | "armhf" | "arm32v7" => ("arm", Some("v7")),
-        "armv6l" | "armv6" | "armel" | "arm32v6" => ("arm", Some("v6")),
-        "armv5tel" | "armv5tejl" | "armv5l" | "armv5" => ("arm", Some("v5")),
-        "ppc64le" | "powerpc64le" => ("ppc64le", None),
-        "ppc64" | "powerpc64" => ("ppc64", None),
-        "s390x" => ("s390x", None),
-        "riscv64" => ("riscv64", None),
-        "loongarch64" | "loong64" => ("loong64", None),
-        "mips64el" | "mips64le" => ("mips64le", None),
-        other => return (other.to_string(), None),
-    };
-    (name.to_string(), variant)
+    match ARCH_ALIASES.iter().find(|(spelling, _, _)| *spelling == a) {
+        Some((_, name, variant)) => (name.to_string(), *variant),
+        None => (a, None),
+    }
+}
+
+/// Whether `word` names an architecture (any spelling in [`ARCH_ALIASES`]).
+pub fn is_arch_name(word: &str) -> bool {
+    let w = word.to_ascii_lowercase();
+    ARCH_ALIASES.iter().any(|(spelling, _, _)| *spelling == w)
 }
 
 /// arm64's only variant in practice is v8 and images are published both with and

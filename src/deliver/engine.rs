@@ -1,4 +1,4 @@
-//! Loading into a Docker-compatible engine: plan against what the engine already has,
+//! Delivering into a Docker-compatible engine: plan against what the engine already has,
 //! stream one docker-archive built on the fly into `POST /images/load`, then tag and
 //! prove the result (image ID = config digest, architecture = the chosen platform).
 //!
@@ -9,23 +9,24 @@
 //! daemon unpacks the whole upload under its root before registering anything, so an
 //! aborted upload loads nothing.
 
-use crate::bundle::BundleReader;
+use crate::deliver::archive::{write_docker_archive, ArchiveError, Skip};
 use crate::digest::Digest;
 use crate::docker::{Engine, EngineError};
-use crate::extract::{chain_ids, diff_ids, write_docker_archive, ExtractError, Selected, Skip};
-use crate::platform::Platform;
+use crate::platform::{Platform, Selected};
 use crate::progress::Progress;
+use crate::reference::ImageRef;
+use archpack_format::{chain_ids, exit, BundleReader};
 use bollard::query_parameters::{ImportImageOptions, ListImagesOptions, TagImageOptions};
 use futures_util::StreamExt;
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
-    Extract(#[from] ExtractError),
+    Archive(#[from] ArchiveError),
     #[error("not enough free space under the engine's root {root}: the load needs about {needed} bytes (the upload unpacked in its tmp, plus the layers), {available} are free")]
     NoSpace {
         root: String,
@@ -46,6 +47,20 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LoadError::Archive(e) => e.exit_code(),
+            LoadError::LayerMismatch(_) => exit::INTEGRITY,
+            LoadError::Engine(_)
+            | LoadError::NoSpace { .. }
+            | LoadError::Refused(_)
+            | LoadError::NothingLoaded
+            | LoadError::Mismatch { .. } => exit::FAILURE,
+        }
+    }
+}
+
 /// What the engine has that a load can skip, and how it stores images.
 #[derive(Debug, Clone, Default)]
 pub struct EngineState {
@@ -55,21 +70,14 @@ pub struct EngineState {
     /// a docker-archive with layers left out (containerd image store, podman).
     pub full_uploads: Option<String>,
     pub root_dir: Option<String>,
+    /// The engine's disk is this host's (a local socket): free space can be checked.
+    pub local: bool,
 }
 
 pub fn engine_state(engine: &Engine) -> Result<EngineState, LoadError> {
     let info = engine.info()?;
-    let containerd_store = info
-        .driver_status
-        .iter()
-        .flatten()
-        .any(|kv| kv.iter().any(|v| v.contains("io.containerd.snapshotter")));
-    let version = engine.version()?;
-    let podman = version
-        .components
-        .iter()
-        .flatten()
-        .any(|c| c.name.to_ascii_lowercase().contains("podman"));
+    let containerd_store = crate::docker::uses_containerd_store(engine)?;
+    let podman = crate::docker::is_podman(engine)?;
     let full_uploads = if podman {
         Some("podman reads only complete docker-archives".to_string())
     } else if containerd_store {
@@ -87,6 +95,7 @@ pub fn engine_state(engine: &Engine) -> Result<EngineState, LoadError> {
     let mut state = EngineState {
         full_uploads,
         root_dir: info.docker_root_dir.clone(),
+        local: engine.endpoint.is_local(),
         ..Default::default()
     };
     // The layers of every image present: their chains need not be sent again. Asked
@@ -152,7 +161,12 @@ pub fn plan(
         if let Some(m) = index.member_by_digest(&s.entry.config) {
             bytes_to_send += m.size;
         }
-        let diffs = diff_ids(index, s.entry)?;
+        let diffs = index
+            .diff_ids_of(s.entry)
+            .ok_or_else(|| ArchiveError::Corrupt {
+                member: s.image.name.clone(),
+                detail: "the index gives a layer no diffId".into(),
+            })?;
         for ((blob, chain), _) in s.entry.layers.iter().zip(chain_ids(&diffs)).zip(&diffs) {
             if state.full_uploads.is_none() && state.present_chains.contains(&chain) {
                 skip.chains.insert(chain);
@@ -169,7 +183,7 @@ pub fn plan(
     let free_space = state
         .root_dir
         .as_deref()
-        .filter(|_| engine_is_local())
+        .filter(|_| state.local)
         .and_then(|root| fs4::available_space(root).ok());
     Ok(LoadPlan {
         skip,
@@ -178,13 +192,6 @@ pub fn plan(
         layers_present,
         free_space,
     })
-}
-
-/// A unix socket means the engine's disk is this host's disk.
-fn engine_is_local() -> bool {
-    std::env::var("DOCKER_HOST")
-        .map(|h| h.is_empty() || h.starts_with("unix://"))
-        .unwrap_or(true)
 }
 
 /// Space the engine needs: the upload unpacked under its tmp, then the layers.
@@ -221,20 +228,19 @@ pub fn send(
     {
         return Ok(0);
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(8);
-    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let (writer, receiver) = crate::bridge::chunk_channel(8, "the engine closed the load request");
+    let body = receiver.into_stream();
     std::thread::scope(|scope| {
-        let producer = scope.spawn(|| {
-            let out = ChannelWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-            };
-            let result = write_docker_archive(reader, selected, &plan.skip, out, 0, progress);
-            if let Err(e) = &result {
+        let producer = scope.spawn(move || {
+            let mut out = writer;
+            let result = write_docker_archive(reader, selected, &plan.skip, &mut out, 0, progress);
+            match &result {
                 // Fail the request body: the engine aborts the load, nothing is tagged.
-                let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+                Err(e) => out.fail(io::Error::other(e.to_string())),
+                Ok(_) => {
+                    let _ = out.close();
+                }
             }
-            drop(tx);
             result
         });
         let response = engine.runtime.block_on(async {
@@ -292,89 +298,28 @@ pub fn send(
         let produced = producer
             .join()
             .map_err(|_| LoadError::Refused("the archive writer panicked".into()))?;
-        // The bundle's own fault is the better message when both failed.
-        let stats = produced?;
-        match response {
+        match (produced, response) {
+            // The bundle's own fault is the better message when both failed.
+            (Err(e), _) if e.exit_code() == exit::INTEGRITY => Err(e.into()),
             // moby's load.go: "invalid diffID for layer N: expected ..., got ...".
-            (_, Some(refusal)) if refusal.contains("invalid diffID") => {
+            (_, (_, Some(refusal))) if refusal.contains("invalid diffID") => {
                 Err(LoadError::LayerMismatch(refusal))
             }
-            (_, Some(refusal)) => Err(LoadError::Refused(refusal)),
-            (false, None) => Err(LoadError::NothingLoaded),
-            (true, None) => Ok(stats.bytes_written),
+            (_, (_, Some(refusal))) => Err(LoadError::Refused(refusal)),
+            // The engine went away without a word: the write failed.
+            (Err(e), _) => Err(e.into()),
+            (Ok(_), (false, None)) => Err(LoadError::NothingLoaded),
+            (Ok(stats), (true, None)) => Ok(stats.bytes_written),
         }
     })
-}
-
-const CHUNK: usize = 256 << 10;
-
-/// Sends written bytes to the request body in 256 KiB chunks through a bounded channel.
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<io::Result<bytes::Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the engine closed the load request",
-            )
-        })
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = CHUNK - self.buf.len();
-        let n = room.min(data.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
-/// Splits `name[:tag]` into repository and tag (a registry port is not a tag).
-pub fn split_tag(reference: &str) -> (String, String) {
-    match reference.rfind(':') {
-        Some(i) if !reference[i + 1..].contains('/') => {
-            (reference[..i].to_string(), reference[i + 1..].to_string())
-        }
-        _ => (reference.to_string(), "latest".to_string()),
-    }
-}
-
-/// Docker's familiar form of a tag, as `RepoTags` lists it (`docker.io/library/x` is `x`).
-fn familiar(reference: &str) -> String {
-    let short = [
-        "docker.io/library/",
-        "index.docker.io/library/",
-        "docker.io/",
-        "index.docker.io/",
-    ]
-    .iter()
-    .find_map(|prefix| reference.strip_prefix(prefix))
-    .unwrap_or(reference);
-    let (repo, tag) = split_tag(short);
-    format!("{repo}:{tag}")
 }
 
 /// Tags every selected image where a tag is missing (the load itself applied the tags
 /// of the images it sent) and checks that each tag names the bundle's image ID and that
 /// the image has the chosen platform.
 pub fn tag_and_check(engine: &Engine, selected: &[Selected]) -> Result<(), LoadError> {
-    for s in selected {
+    let tags = crate::deliver::archive::checked_tags(selected)?;
+    for (s, tags) in selected.iter().zip(tags) {
         let id = s.entry.config.to_string();
         let found = engine
             .runtime
@@ -384,12 +329,13 @@ pub fn tag_and_check(engine: &Engine, selected: &[Selected]) -> Result<(), LoadE
             .repo_tags
             .iter()
             .flatten()
-            .map(|t| familiar(t))
+            .map(|t| crate::reference::familiar(t))
             .collect();
         // Tags the engine lists under another spelling (podman's `localhost/`) are
         // tagged again: harmless, and then checked by name.
-        for tag in s.tags().iter().filter(|t| !have.contains(&familiar(t))) {
-            let (repo, short) = split_tag(tag);
+        for tag in tags.iter().filter(|t| !have.contains(*t)) {
+            let name = ImageRef::parse_tagged(tag).map_err(ArchiveError::from)?;
+            let (repo, short) = (name.familiar_repository(), name.tag().to_string());
             engine
                 .runtime
                 .block_on(engine.client.tag_image(
@@ -435,34 +381,4 @@ pub fn tag_and_check(engine: &Engine, selected: &[Selected]) -> Result<(), LoadE
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_split_like_docker() {
-        assert_eq!(split_tag("svc:v1.0"), ("svc".into(), "v1.0".into()));
-        assert_eq!(split_tag("svc"), ("svc".into(), "latest".into()));
-        assert_eq!(
-            split_tag("reg:5000/team/svc"),
-            ("reg:5000/team/svc".into(), "latest".into())
-        );
-        assert_eq!(
-            split_tag("reg:5000/svc:2"),
-            ("reg:5000/svc".into(), "2".into())
-        );
-    }
-
-    #[test]
-    fn familiar_tags_match_repo_tags() {
-        assert_eq!(
-            familiar("docker.io/library/alpha:v1-amd64"),
-            "alpha:v1-amd64"
-        );
-        assert_eq!(familiar("docker.io/team/svc"), "team/svc:latest");
-        assert_eq!(familiar("svc:v1.0"), "svc:v1.0");
-        assert_eq!(familiar("reg:5000/svc"), "reg:5000/svc:latest");
-    }
 }

@@ -1,16 +1,57 @@
-//! Reading a layer member with every check: its stored bytes against the blob digest
-//! and size, its decompressed bytes against the diff_id and declared size. Decompression
-//! stops at the declared size, so a lying layer cannot expand past it.
+//! The layer codec: how layers are compressed into a bundle ([`encoder`]) and read back
+//! with every check ([`VerifiedLayer`]): stored bytes against the blob digest and size,
+//! decompressed bytes against the diff_id and declared size. Decompression stops at the
+//! declared size, so a lying layer cannot expand past it.
 //!
 //! A consumer that computes the diff_id itself and refuses a mismatch (the Docker engine
 //! does, on every load) may leave that one hash to it: the blob digest, checked here
 //! against the signed index, already fixes every decompressed byte.
 
-use super::{BundleReader, Member, MemberReader};
 use crate::digest::{Digest, HashingReader};
+use crate::index::Member;
+use crate::limits::MAX_WINDOW_LOG;
 use crate::progress::Progress;
+use crate::reader::{BundleReader, MemberReader};
 use sha2::{Digest as _, Sha256};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+
+/// log2 of the window archpack's writer uses (16 MiB, with long-distance matching):
+/// what a decoder needs in memory for it.
+pub const WRITE_WINDOW_LOG: u32 = 24;
+
+/// Bytes per zstd worker job: bounds the compressor's memory.
+const JOB_SIZE: u32 = 2 << 20;
+
+/// A zstd encoder as bundles are written: level `level`, long-distance matching over a
+/// 16 MiB window, `threads` workers (0 means one). Always in zstd's multi-threaded mode,
+/// whose output does not depend on the worker count: the same input gives the same
+/// bytes with `--threads 1`, `2` or `0`.
+pub fn encoder<W: Write>(
+    sink: W,
+    level: i32,
+    threads: u32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
+    // Long-distance matching finds what repeats beyond level 3's 2 MiB window (bench
+    // corpus: 4.5% smaller, +18% CPU); loads then need the 16 MiB window.
+    encoder.long_distance_matching(true)?;
+    encoder.window_log(WRITE_WINDOW_LOG)?;
+    encoder.multithread(threads.max(1))?;
+    // zstd's default job (4 × window) keeps ~4 jobs in flight: 68 MiB peak on a 470 MB
+    // layer, 116 MiB on incompressible data. 2 MiB jobs: 27 / 35 MiB, output 1.5% larger.
+    encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
+    Ok(encoder)
+}
+
+/// A zstd decoder that accepts every window the format allows (2^27), and no more: a
+/// 32-bit reader can decode it (zstd's 32-bit limit is 2^30).
+pub fn decoder<'a, R: Read>(
+    inner: R,
+) -> io::Result<zstd::stream::read::Decoder<'a, io::BufReader<R>>> {
+    let mut decoder = zstd::stream::read::Decoder::new(inner)?;
+    decoder.window_log_max(MAX_WINDOW_LOG)?;
+    Ok(decoder)
+}
 
 /// Why a layer stream failed verification.
 #[derive(Debug, thiserror::Error)]
@@ -57,19 +98,12 @@ impl<'a> VerifiedLayer<'a> {
         size: u64,
         progress: &'a dyn Progress,
     ) -> Result<VerifiedLayer<'a>, LayerFault> {
-        let mut decoder =
-            zstd::stream::read::Decoder::new(HashingReader::new(reader.member_reader(member)))
-                .map_err(|e| LayerFault::Corrupt {
-                    member: member.name.clone(),
-                    detail: format!("zstd: {e}"),
-                })?;
-        // Accept the widest window the spec allows (2^31).
-        decoder
-            .window_log_max(31)
-            .map_err(|e| LayerFault::Corrupt {
+        let decoder = decoder(HashingReader::new(reader.member_reader(member))).map_err(|e| {
+            LayerFault::Corrupt {
                 member: member.name.clone(),
                 detail: format!("zstd: {e}"),
-            })?;
+            }
+        })?;
         Ok(VerifiedLayer {
             decoder: Some(decoder),
             member,

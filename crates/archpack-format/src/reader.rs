@@ -2,11 +2,13 @@
 //! front region); members are then reached by the offsets the index records, so a
 //! reader touches only the bytes it needs.
 
-use super::index::*;
-use super::tarfmt::{self, member_span, BLOCK};
-use super::BundleError;
+use crate::codec::{LayerFault, VerifiedLayer};
 use crate::digest::{Digest, HashingReader};
+use crate::error::FormatError;
+use crate::index::*;
+use crate::limits::{max_member_bytes, MAX_INDEX_BYTES, MAX_SIGNATURE_BYTES};
 use crate::progress::{Progress, Silent};
+use crate::ustar::{self, member_span, BLOCK};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -27,24 +29,21 @@ pub struct BundleReader {
 }
 
 /// Decides on a bundle from its raw index and signature bytes, before anything in
-/// them is parsed or used. The signing module implements it.
+/// them is parsed or used. archpack's trust stage implements it.
 pub trait IndexGate {
-    fn admit(
-        &self,
-        index: &[u8],
-        signature: Option<&[u8]>,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    fn admit(&self, index: &[u8], signature: Option<&[u8]>) -> Result<(), Box<dyn GateRefusal>>;
+}
+
+/// Why a gate refused a bundle, and the exit code that refusal means.
+pub trait GateRefusal: std::error::Error + Send + Sync {
+    fn exit_code(&self) -> u8;
 }
 
 /// Admits every bundle (inspection only: nothing from it is used).
 pub struct AdmitAll;
 
 impl IndexGate for AdmitAll {
-    fn admit(
-        &self,
-        _: &[u8],
-        _: Option<&[u8]>,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn admit(&self, _: &[u8], _: Option<&[u8]>) -> Result<(), Box<dyn GateRefusal>> {
         Ok(())
     }
 }
@@ -57,15 +56,15 @@ pub struct VerifyReport {
 
 impl BundleReader {
     /// Opens a bundle without any trust decision (for `inspect`).
-    pub fn open(path: &Path) -> Result<BundleReader, BundleError> {
+    pub fn open(path: &Path) -> Result<BundleReader, FormatError> {
         Self::open_checked(path, &AdmitAll)
     }
 
     /// Opens a bundle: reads the index and signature members (the front region only),
     /// lets `gate` decide on those raw bytes, and only then parses the index and
     /// checks the layout it describes. Nothing else is read.
-    pub fn open_checked(path: &Path, gate: &dyn IndexGate) -> Result<BundleReader, BundleError> {
-        let io_err = |error: io::Error| BundleError::Io {
+    pub fn open_checked(path: &Path, gate: &dyn IndexGate) -> Result<BundleReader, FormatError> {
+        let io_err = |error: io::Error| FormatError::Io {
             path: path.to_path_buf(),
             error,
         };
@@ -80,7 +79,7 @@ impl BundleReader {
         stream: Box<dyn Read + Send>,
         label: &Path,
         gate: &dyn IndexGate,
-    ) -> Result<BundleReader, BundleError> {
+    ) -> Result<BundleReader, FormatError> {
         let backing = Backing::Stream(Mutex::new(StreamState { stream, pos: 0 }));
         Self::open_backing(backing, label, u64::MAX, gate)
     }
@@ -90,7 +89,7 @@ impl BundleReader {
         path: &Path,
         file_len: u64,
         gate: &dyn IndexGate,
-    ) -> Result<BundleReader, BundleError> {
+    ) -> Result<BundleReader, FormatError> {
         let mut reader = BundleReader {
             backing,
             path: path.to_path_buf(),
@@ -100,12 +99,12 @@ impl BundleReader {
             file_len,
             bytes_read: AtomicU64::new(0),
         };
-        let not_bundle = |detail: String| BundleError::NotABundle {
+        let not_bundle = |detail: String| FormatError::NotABundle {
             path: path.to_path_buf(),
             detail,
         };
         if file_len < BLOCK {
-            return Err(BundleError::Truncated {
+            return Err(FormatError::Truncated {
                 path: path.to_path_buf(),
                 detail: format!("{file_len} bytes, not even one tar header (or not a bundle)"),
             });
@@ -135,7 +134,7 @@ impl BundleReader {
         // Every bundle has members after the index; a file that ends here was cut short
         // (and must not pass for an unsigned bundle).
         if region_end + BLOCK > file_len {
-            return Err(BundleError::Truncated {
+            return Err(FormatError::Truncated {
                 path: path.to_path_buf(),
                 detail: "the file ends right after the index".into(),
             });
@@ -154,9 +153,9 @@ impl BundleReader {
             }
         }
         gate.admit(&reader.index_bytes, reader.signature.as_deref())
-            .map_err(|source| BundleError::Refused {
+            .map_err(|refusal| FormatError::Refused {
                 path: path.to_path_buf(),
-                source,
+                refusal,
             })?;
 
         // Decide the format version before trusting the index's shape.
@@ -175,7 +174,7 @@ impl BundleReader {
         {
             Some(major) if major == FORMAT_MAJOR => {}
             Some(major) if major > FORMAT_MAJOR => {
-                return Err(BundleError::UnsupportedFormat {
+                return Err(FormatError::UnsupportedFormat {
                     path: path.to_path_buf(),
                     found: format,
                     supported,
@@ -195,8 +194,8 @@ impl BundleReader {
     }
 
     /// The index must describe a sane layout before any member is read by it.
-    fn check_layout(&self, region_end: u64) -> Result<(), BundleError> {
-        let bad = |detail: String| BundleError::BadIndex {
+    fn check_layout(&self, region_end: u64) -> Result<(), FormatError> {
+        let bad = |detail: String| FormatError::BadIndex {
             path: self.path.clone(),
             detail,
         };
@@ -215,13 +214,24 @@ impl BundleReader {
                 ))
             })?;
             if end > self.file_len {
-                return Err(BundleError::Truncated {
+                return Err(FormatError::Truncated {
                     path: self.path.clone(),
                     detail: format!(
                         "member {} ends at byte {end} but the file has {} bytes",
                         m.name, self.file_len
                     ),
                 });
+            }
+            // Every reader path holds metadata members in memory: bound them before any
+            // is read (a stream has no file length to bound them by).
+            let cap = max_member_bytes(m.kind);
+            if m.size > cap {
+                return Err(bad(format!(
+                    "member {} claims {} bytes, over the {cap}-byte limit for a {} (SPEC §3.4)",
+                    m.name,
+                    m.size,
+                    m.kind.as_str()
+                )));
             }
             let expected_name = match m.kind {
                 MemberKind::OciLayout => "oci-layout".to_string(),
@@ -234,7 +244,7 @@ impl BundleReader {
                     m.name
                 )));
             }
-            next_free = end + tarfmt::padding(m.size);
+            next_free = end + ustar::padding(m.size);
         }
         // Every blob an image names must exist and be of the kind it is used as; layers
         // must say what they decompress to (a verified bundle must also be loadable).
@@ -281,49 +291,47 @@ impl BundleReader {
         Ok(())
     }
 
-    fn corrupt_layer(&self, m: &Member, detail: String) -> BundleError {
-        BundleError::CorruptLayer {
+    fn corrupt_layer(&self, m: &Member, detail: String) -> FormatError {
+        FormatError::CorruptLayer {
             path: self.path.clone(),
             member: m.name.clone(),
             detail,
         }
     }
 
-    fn layer_error(&self, m: &Member, e: io::Error) -> BundleError {
-        match super::LayerFault::in_io(&e) {
-            Some(super::LayerFault::Truncated { .. }) => BundleError::Truncated {
+    fn layer_error(&self, m: &Member, e: io::Error) -> FormatError {
+        match LayerFault::in_io(&e) {
+            Some(LayerFault::Truncated { .. }) => FormatError::Truncated {
                 path: self.path.clone(),
                 detail: format!("member {} is cut short", m.name),
             },
-            Some(super::LayerFault::Corrupt { detail, .. }) => {
-                self.corrupt_layer(m, detail.clone())
-            }
-            None => BundleError::Io {
+            Some(LayerFault::Corrupt { detail, .. }) => self.corrupt_layer(m, detail.clone()),
+            None => FormatError::Io {
                 path: self.path.clone(),
                 error: e,
             },
         }
     }
 
-    fn bad_member(&self, member: &str, detail: String) -> BundleError {
-        BundleError::BadMember {
+    fn bad_member(&self, member: &str, detail: String) -> FormatError {
+        FormatError::BadMember {
             path: self.path.clone(),
             member: member.to_string(),
             detail,
         }
     }
 
-    fn header_at(&self, offset: u64) -> Result<tarfmt::ParsedHeader, String> {
+    fn header_at(&self, offset: u64) -> Result<ustar::ParsedHeader, String> {
         let mut block = [0u8; BLOCK as usize];
         self.backing
             .read_exact_at(&mut block, offset)
             .map_err(|e| e.to_string())?;
         self.bytes_read.fetch_add(BLOCK, Ordering::Relaxed);
-        tarfmt::parse(&block).map_err(|e| e.to_string())
+        ustar::parse(&block).map_err(|e| e.to_string())
     }
 
-    fn read_exact_at(&self, member: &str, offset: u64, size: u64) -> Result<Vec<u8>, BundleError> {
-        let truncated = || BundleError::Truncated {
+    fn read_exact_at(&self, member: &str, offset: u64, size: u64) -> Result<Vec<u8>, FormatError> {
+        let truncated = || FormatError::Truncated {
             path: self.path.clone(),
             detail: format!("member {member} ends past the end of the file"),
         };
@@ -337,7 +345,7 @@ impl BundleReader {
                 if error.kind() == io::ErrorKind::UnexpectedEof {
                     truncated()
                 } else {
-                    BundleError::Io {
+                    FormatError::Io {
                         path: self.path.clone(),
                         error,
                     }
@@ -361,12 +369,19 @@ impl BundleReader {
         }
     }
 
-    /// Reads a small member fully and checks it against the index.
-    pub fn read_member(&self, member: &Member) -> Result<Vec<u8>, BundleError> {
+    /// Reads a small member fully and checks it against the index. Layers are never
+    /// read this way (they stream through [`VerifiedLayer`]).
+    pub fn read_member(&self, member: &Member) -> Result<Vec<u8>, FormatError> {
+        if member.kind == MemberKind::Layer || member.size > max_member_bytes(member.kind) {
+            return Err(self.bad_member(
+                &member.name,
+                format!("{} bytes is too much to hold in memory", member.size),
+            ));
+        }
         let bytes = self.read_exact_at(&member.name, member.offset, member.size)?;
         let actual = Digest::of(&bytes);
         if actual != member.digest {
-            return Err(BundleError::DigestMismatch {
+            return Err(FormatError::DigestMismatch {
                 path: self.path.clone(),
                 member: member.name.clone(),
                 expected: member.digest.clone(),
@@ -378,7 +393,7 @@ impl BundleReader {
 
     /// Checks every member: its tar header (name, size, checksum) and its bytes'
     /// digest. Stops at the first bad one and names it.
-    pub fn verify(&self, progress: &dyn Progress) -> Result<VerifyReport, BundleError> {
+    pub fn verify(&self, progress: &dyn Progress) -> Result<VerifyReport, FormatError> {
         let total: u64 = self.index.members.iter().map(|m| m.size).sum();
         progress.start("verifying", Some(total));
         let mut buf = vec![0u8; 1 << 20];
@@ -398,7 +413,7 @@ impl BundleReader {
         m: &Member,
         buf: &mut [u8],
         progress: &dyn Progress,
-    ) -> Result<(), BundleError> {
+    ) -> Result<(), FormatError> {
         let header = self
             .header_at(m.offset - BLOCK)
             .map_err(|e| self.bad_member(&m.name, format!("tar header: {e}")))?;
@@ -415,7 +430,7 @@ impl BundleReader {
             (m.kind, &m.diff_id, m.uncompressed_size)
         {
             // Layers: compressed digest, diff_id and size in one pass.
-            let mut layer = super::VerifiedLayer::new(self, m, diff_id.clone(), size, &Silent)
+            let mut layer = VerifiedLayer::new(self, m, diff_id.clone(), size, &Silent)
                 .map_err(|fault| self.corrupt_layer(m, fault.to_string()))?;
             loop {
                 match layer.read(buf) {
@@ -435,7 +450,7 @@ impl BundleReader {
                 Ok(n) => progress.advance(n as u64),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    return Err(BundleError::Io {
+                    return Err(FormatError::Io {
                         path: self.path.clone(),
                         error,
                     })
@@ -444,13 +459,13 @@ impl BundleReader {
         }
         let (actual, n) = reader.finish();
         if n != m.size {
-            return Err(BundleError::Truncated {
+            return Err(FormatError::Truncated {
                 path: self.path.clone(),
                 detail: format!("member {} has {n} of its {} bytes", m.name, m.size),
             });
         }
         if actual != m.digest {
-            return Err(BundleError::DigestMismatch {
+            return Err(FormatError::DigestMismatch {
                 path: self.path.clone(),
                 member: m.name.clone(),
                 expected: m.digest.clone(),

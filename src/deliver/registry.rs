@@ -1,4 +1,4 @@
-//! `push`: fill a registry from a bundle, each logical image one tag pointing at an
+//! Delivering into a registry (`push`): fill it from a bundle, each logical image one tag pointing at an
 //! image index of exactly the platforms pushed. Children first (blobs, then manifests by
 //! digest), the index last, so a tag never names a manifest the registry lacks.
 //!
@@ -9,10 +9,13 @@
 //! HTTPS with the system's CA certificates plus `--ca-cert`, or plain HTTP with
 //! `--insecure`; basic auth, or Bearer tokens from the registry's token service.
 
-use crate::bundle::{ocidoc, BundleReader, Member, MemberKind, VerifiedLayer};
+use crate::deliver::archive::{member, ArchiveError};
 use crate::digest::{Digest, HashingWriter};
-use crate::extract::{ExtractError, Selected};
+use crate::platform::Selected;
 use crate::progress::{Progress, Silent};
+use crate::reference::ImageRef;
+use archpack_format::codec::VerifiedLayer;
+use archpack_format::{exit, oci, BundleReader, FormatError, Member, MemberKind};
 use oci_spec::image::MediaType;
 use std::io::{self, Read, Write};
 
@@ -33,9 +36,29 @@ pub enum PushError {
     #[error("{0}: authentication required or refused; give --username and --password-stdin, or log in with docker login")]
     Unauthorized(String),
     #[error(transparent)]
-    Bundle(#[from] ExtractError),
+    Bundle(#[from] ArchiveError),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Name(#[from] crate::reference::ReferenceError),
     #[error("{member}: {detail}; nothing was committed for this blob")]
     Corrupt { member: String, detail: String },
+}
+
+impl PushError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PushError::Bundle(e) => e.exit_code(),
+            PushError::Format(e) => e.exit_code(),
+            PushError::Corrupt { .. } => exit::INTEGRITY,
+            PushError::Target(_)
+            | PushError::CaCert { .. }
+            | PushError::Http { .. }
+            | PushError::Status { .. }
+            | PushError::Unauthorized(_)
+            | PushError::Name(_) => exit::FAILURE,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,15 +215,17 @@ fn docker_config_auth(host: &str) -> Option<String> {
     .find_map(|k| auths.get(k)?.get("auth")?.as_str().map(String::from))
 }
 
-/// Repository and tag in the registry for a logical name, under `prefix`.
-fn destination(prefix: &str, logical: &str) -> (String, String) {
-    let (repo, tag) = crate::engine::split_tag(logical);
+/// Repository and tag in the registry for a logical name, under `prefix`: the name's
+/// familiar repository (`svc`, `team/svc`) below the prefix, as `docker tag` would.
+fn destination(prefix: &str, logical: &str) -> Result<(String, String), PushError> {
+    let name = ImageRef::parse_tagged(logical)?;
+    let repo = name.familiar_repository();
     let repo = if prefix.is_empty() {
         repo
     } else {
         format!("{prefix}/{repo}")
     };
-    (repo, tag)
+    Ok((repo, name.tag().to_string()))
 }
 
 struct Registry {
@@ -478,7 +503,7 @@ fn location(resp: &ureq::http::Response<ureq::Body>) -> Option<String> {
 }
 
 fn io_to_push(e: io::Error, what: &str) -> PushError {
-    match crate::bundle::LayerFault::in_io(&e) {
+    match archpack_format::codec::LayerFault::in_io(&e) {
         Some(fault) => PushError::Corrupt {
             member: fault.member().to_string(),
             detail: fault.to_string(),
@@ -614,8 +639,8 @@ pub fn push(
     let auth = match (&opts.username, &opts.password) {
         (Some(u), Some(p)) => {
             use ct_codecs::{Base64, Encoder};
-            let token = Base64::encode_to_string(format!("{u}:{p}"))
-                .map_err(|e| PushError::Target(e.to_string()))?;
+            // Encoding into a String of the right size cannot fail.
+            let token = Base64::encode_to_string(format!("{u}:{p}")).unwrap_or_default();
             Some(format!("Basic {token}"))
         }
         _ => docker_config_auth(&host).map(|token| format!("Basic {token}")),
@@ -650,13 +675,12 @@ pub fn push(
     }
 
     let mut report = PushReport::default();
-    let index = &reader.index;
     // Group the selected platform entries per logical image.
     let mut names: Vec<&str> = selected.iter().map(|s| s.image.name.as_str()).collect();
     names.dedup();
     for name in names {
         let entries: Vec<&Selected> = selected.iter().filter(|s| s.image.name == name).collect();
-        let (repo, tag) = destination(&prefix, name);
+        let (repo, tag) = destination(&prefix, name)?;
         let mut scopes = vec![format!("repository:{repo}:pull,push")];
         let mut others: Vec<String> = report.seen_in.values().cloned().collect();
         others.sort();
@@ -675,11 +699,11 @@ pub fn push(
         ));
         let mut descriptors = Vec::new();
         for s in &entries {
-            let config = crate::extract::member(index, &s.entry.config)?;
+            let config = member(reader, &s.entry.config)?;
             push_stored_blob(&registry, &repo, reader, config, &mut report)?;
             let mut layers = Vec::new();
             for l in &s.entry.layers {
-                let m = crate::extract::member(index, l)?;
+                let m = member(reader, l)?;
                 layers.push(push_layer(
                     &registry,
                     &repo,
@@ -690,14 +714,13 @@ pub fn push(
                     progress,
                 )?);
             }
-            let manifest = ocidoc::manifest(
-                ocidoc::descriptor(MediaType::ImageConfig, &config.digest, config.size),
+            let manifest = oci::manifest(
+                oci::descriptor(MediaType::ImageConfig, &config.digest, config.size),
                 layers
                     .iter()
-                    .map(|b| ocidoc::descriptor(b.media_type.clone(), &b.digest, b.size))
+                    .map(|b| oci::descriptor(b.media_type.clone(), &b.digest, b.size))
                     .collect(),
-            )
-            .map_err(PushError::Target)?;
+            )?;
             let digest = Digest::of(&manifest);
             registry.put_manifest(
                 &repo,
@@ -705,13 +728,13 @@ pub fn push(
                 "application/vnd.oci.image.manifest.v1+json",
                 &manifest,
             )?;
-            descriptors.push(ocidoc::platform_manifest(
+            descriptors.push(oci::platform_manifest(
                 &digest,
                 manifest.len() as u64,
                 &s.entry.platform,
             ));
         }
-        let image_index = ocidoc::index(descriptors).map_err(PushError::Target)?;
+        let image_index = oci::index(descriptors)?;
         registry.put_manifest(
             &repo,
             &tag,
@@ -755,7 +778,7 @@ fn push_layer(
             detail: "layer without diffId".into(),
         });
     };
-    let layer_err = |fault: crate::bundle::LayerFault| PushError::Corrupt {
+    let layer_err = |fault: archpack_format::codec::LayerFault| PushError::Corrupt {
         member: m.name.clone(),
         detail: fault.to_string(),
     };
@@ -790,28 +813,23 @@ fn push_layer(
     progress.start(&format!("uploading {}", digest.short()), Some(gz_size));
     let location = registry.start_upload(repo)?;
     // Compress into a pipe read by the uploader: bounded memory, both cores busy.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+    let (writer, receiver) = crate::bridge::chunk_channel(4, "the upload stopped");
     let threads = opts.gzip_threads;
+    let advance = |n: u64| progress.advance(n);
     let result = std::thread::scope(|s| {
         let producer = s.spawn(move || {
-            let mut layer = match VerifiedLayer::new(reader, m, diff_id, size, &Silent) {
-                Ok(l) => l,
-                Err(f) => {
-                    let _ = tx.send(Err(io::Error::other(f.to_string())));
-                    return;
+            let mut pipe = writer;
+            let gzipped = VerifiedLayer::new(reader, m, diff_id, size, &Silent)
+                .map_err(|fault| io::Error::new(io::ErrorKind::InvalidData, fault))
+                .and_then(|mut layer| gzip_parallel(&mut layer, &mut pipe, threads));
+            match gzipped {
+                Ok(()) => {
+                    let _ = pipe.close();
                 }
-            };
-            let mut pipe = PipeWriter { tx: tx.clone() };
-            if let Err(e) = gzip_parallel(&mut layer, &mut pipe, threads) {
-                let _ = tx.send(Err(e));
+                Err(e) => pipe.fail(e),
             }
         });
-        let mut pipe_reader = crate::digest::HashingReader::new(PipeReader {
-            rx,
-            current: Vec::new(),
-            pos: 0,
-            progress,
-        });
+        let mut pipe_reader = crate::digest::HashingReader::new(receiver.into_reader(&advance));
         let uploaded = registry.patch_all(location, &mut pipe_reader);
         // Dropping the receiving end first: after a failed upload, a producer blocked
         // on the full pipe gets an error instead of waiting forever on join.
@@ -866,50 +884,6 @@ fn push_stored_blob(
     Ok(())
 }
 
-struct PipeWriter {
-    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
-}
-
-impl Write for PipeWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx
-            .send(Ok(buf.to_vec()))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "upload stopped"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-struct PipeReader<'p> {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    current: Vec<u8>,
-    pos: usize,
-    progress: &'p dyn Progress,
-}
-
-impl Read for PipeReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.current.len() {
-            match self.rx.recv() {
-                Ok(Ok(chunk)) => {
-                    self.current = chunk;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        self.progress.advance(n as u64);
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -926,10 +900,17 @@ mod tests {
         );
         assert!(parse_target("").is_err());
         assert_eq!(
-            destination("team", "svc:v1.0"),
+            destination("team", "svc:v1.0").unwrap(),
             ("team/svc".into(), "v1.0".into())
         );
-        assert_eq!(destination("", "svc"), ("svc".into(), "latest".into()));
+        assert_eq!(
+            destination("", "svc").unwrap(),
+            ("svc".into(), "latest".into())
+        );
+        assert_eq!(
+            destination("", "docker.io/library/svc:2").unwrap(),
+            ("svc".into(), "2".into())
+        );
     }
 
     #[test]

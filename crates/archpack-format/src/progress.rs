@@ -1,5 +1,5 @@
-//! Progress reporting: the library calls these; the CLI draws bars. The library itself
-//! never prints.
+//! Progress reporting: readers and writers call these; whoever drives them draws (the
+//! CLI's bars). Nothing here prints.
 
 pub trait Progress: Sync {
     /// A phase with a byte total, when known.

@@ -12,10 +12,6 @@ pub const SIGNATURE_MEMBER: &str = "archpack-index.json.minisig";
 pub const FORMAT_MAJOR: u32 = 1;
 pub const FORMAT_MINOR: u32 = 0;
 pub const FORMAT_PREFIX: &str = "archpack-bundle/";
-/// Indexes above this are refused before parsing.
-pub const MAX_INDEX_BYTES: u64 = 64 << 20;
-/// A minisign signature file is well under 1 KiB; anything larger is refused.
-pub const MAX_SIGNATURE_BYTES: u64 = 16 << 10;
 
 pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -58,7 +54,8 @@ pub struct ImageEntry {
 #[serde(rename_all = "camelCase")]
 pub struct PlatformEntry {
     pub platform: Platform,
-    /// Tags the image had where it was packed from (`svc:v1.0-arm64`).
+    /// The names the user packed it from (`svc:v1.0-arm64`), applied on the target
+    /// beside the logical name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_tags: Vec<String>,
     pub manifest: Digest,
@@ -77,6 +74,20 @@ pub enum MemberKind {
     ImageIndex,
     OciLayout,
     OciIndex,
+}
+
+impl MemberKind {
+    /// The kind as the index spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MemberKind::Layer => "layer",
+            MemberKind::Config => "config",
+            MemberKind::Manifest => "manifest",
+            MemberKind::ImageIndex => "image-index",
+            MemberKind::OciLayout => "oci-layout",
+            MemberKind::OciIndex => "oci-index",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -152,12 +163,101 @@ impl BundleIndex {
         all
     }
 
+    /// The diff_ids of an entry's layers (every layer member has one: the reader checks
+    /// that before the index is used).
+    pub fn diff_ids_of(&self, entry: &PlatformEntry) -> Option<Vec<Digest>> {
+        entry
+            .layers
+            .iter()
+            .map(|l| self.member_by_digest(l).and_then(|m| m.diff_id.clone()))
+            .collect()
+    }
+
     /// Blob digests one platform entry needs: config, manifest and layers.
     pub fn blobs_of(entry: &PlatformEntry) -> impl Iterator<Item = &Digest> {
         std::iter::once(&entry.config)
             .chain(std::iter::once(&entry.manifest))
             .chain(entry.layers.iter())
     }
+}
+
+/// The ChainID of each prefix of `diff_ids` (image-spec: ChainID(L0) = DiffID(L0),
+/// ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " + DiffID(Ln))): how engines name the
+/// layer stacks they hold.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(parent) => Digest::of(format!("{parent} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// What an image config says that the format relies on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFacts {
+    pub platform: Platform,
+    pub diff_ids: Vec<Digest>,
+}
+
+/// Why bytes are not an image config a bundle can carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("not an image config: {0}")]
+    NotAConfig(String),
+    #[error("an image config without {0}")]
+    Missing(&'static str),
+    #[error("a diff_id in rootfs is not a sha256 digest: {0}")]
+    BadDiffId(String),
+}
+
+/// Reads an image config's platform and `rootfs.diff_ids`. A manifest, an index or any
+/// other JSON in a config's place is refused (it has no `rootfs`): an engine could not
+/// load it, or would make an empty image of it.
+pub fn config_facts(bytes: &[u8]) -> Result<ConfigFacts, ConfigError> {
+    #[derive(Deserialize)]
+    struct RootFs {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        diff_ids: Option<Vec<String>>,
+    }
+    #[derive(Deserialize)]
+    struct Config {
+        architecture: Option<String>,
+        os: Option<String>,
+        variant: Option<String>,
+        rootfs: Option<RootFs>,
+    }
+    let config: Config =
+        serde_json::from_slice(bytes).map_err(|e| ConfigError::NotAConfig(e.to_string()))?;
+    let rootfs = config.rootfs.ok_or(ConfigError::Missing("rootfs"))?;
+    if rootfs.kind.as_deref() != Some("layers") {
+        return Err(ConfigError::Missing("rootfs.type \"layers\""));
+    }
+    let diff_ids = rootfs
+        .diff_ids
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            d.parse::<Digest>()
+                .map_err(|_| ConfigError::BadDiffId(d.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let os = config
+        .os
+        .filter(|o| !o.is_empty())
+        .ok_or(ConfigError::Missing("os"))?;
+    let arch = config
+        .architecture
+        .filter(|a| !a.is_empty())
+        .ok_or(ConfigError::Missing("architecture"))?;
+    Ok(ConfigFacts {
+        platform: Platform::new(&os, &arch, config.variant.as_deref()),
+        diff_ids,
+    })
 }
 
 /// RFC 3339 UTC timestamp for a Unix time, without a date crate.
@@ -190,6 +290,34 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let chains = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(chains[0], a);
+        assert_eq!(chains[1], Digest::of(format!("{a} {b}").as_bytes()));
+    }
+
+    #[test]
+    fn only_image_configs_pass_for_configs() {
+        let d = Digest::of(b"layer");
+        let good = format!(
+            r#"{{"architecture":"arm64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{d}"]}}}}"#
+        );
+        let facts = config_facts(good.as_bytes()).unwrap();
+        assert_eq!(facts.platform.to_string(), "linux/arm64/v8");
+        assert_eq!(facts.diff_ids, vec![d]);
+        let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
+        assert_eq!(config_facts(manifest), Err(ConfigError::Missing("rootfs")));
+        assert!(config_facts(b"[1,2]").is_err());
+        let no_arch = r#"{"os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        assert_eq!(
+            config_facts(no_arch.as_bytes()),
+            Err(ConfigError::Missing("architecture"))
+        );
+    }
 
     #[test]
     fn formats_times() {

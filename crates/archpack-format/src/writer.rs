@@ -1,0 +1,858 @@
+//! Writing a bundle: reserve the front region for the index and signature, place every
+//! needed layer once (zstd), then the configs, manifests, image indexes and the OCI
+//! layout files, then the index into its slot.
+//!
+//! Members go in the order SPEC §2 fixes — layers by platform, image name, position —
+//! whatever order their bytes arrive in. A source that streams layers in its own order
+//! (an engine's export, a compressed archive) hands them over as they come; a layer that
+//! arrives before its turn is compressed once into a spill file (unnamed, gone with the
+//! process) and copied into place when its turn comes. Sources that can read in order
+//! never spill, and the output is the same bytes either way.
+
+use crate::codec;
+use crate::digest::{Digest, HashingReader, HashingWriter};
+use crate::error::FormatError;
+use crate::index::*;
+use crate::limits::{max_member_bytes, MAX_COMPOSE_BYTES, MAX_INDEX_BYTES};
+use crate::oci;
+use crate::platform::Platform;
+use crate::progress::{Progress, ProgressReader};
+use crate::ustar::{member_span, padding, BLOCK};
+use oci_spec::image::MediaType;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Signs the index bytes; archpack's trust stage implements it.
+pub trait IndexSigner {
+    /// The minisign signature file text for `data`, with `trusted_comment`.
+    fn sign(
+        &self,
+        data: &[u8],
+        trusted_comment: &str,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+pub struct WriterOptions<'a> {
+    /// zstd level (1–19).
+    pub level: i32,
+    /// zstd workers (0 means one; the bytes do not depend on it).
+    pub threads: u32,
+    pub bundle_name: String,
+    /// Unix time of creation (SOURCE_DATE_EPOCH when set): `created` and every mtime.
+    pub created: u64,
+    /// The writing tool (`archpack 0.1.0`), recorded in the index.
+    pub tool: String,
+    pub compose: Option<ComposeFiles>,
+    pub signer: Option<&'a dyn IndexSigner>,
+}
+
+/// An image the bundle will hold, known before any layer is read.
+#[derive(Debug, Clone)]
+pub struct PlannedImage {
+    pub logical: String,
+    pub platform: Platform,
+    /// Names applied on the target beside the logical one (what the user packed it from).
+    pub source_tags: Vec<String>,
+    /// What tells the source's images apart (its config digest, or an engine's image
+    /// ID); the source names it when it delivers the config.
+    pub identity: Digest,
+    /// The config digest (= the image ID), when known before the config arrives.
+    pub config: Option<Digest>,
+    pub diff_ids: Vec<Digest>,
+    /// Where it comes from, for messages.
+    pub origin: String,
+}
+
+/// What became of a layer handed to [`BundleWriter::layer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerArrival {
+    /// Written in its place.
+    Placed,
+    /// Compressed ahead of its turn; copied into place later.
+    Spilled,
+    /// Not a layer the bundle needs (or one it has already).
+    NotNeeded,
+}
+
+#[derive(Debug, Clone)]
+struct StoredLayer {
+    digest: Digest,
+    size: u64,
+    uncompressed: u64,
+}
+
+/// A compressed layer waiting in the spill file.
+struct Spilled {
+    at: u64,
+    layer: StoredLayer,
+}
+
+pub struct BundleWriter<'f, 'o> {
+    file: &'f File,
+    path: PathBuf,
+    spill_dir: PathBuf,
+    spill: Option<File>,
+    spill_len: u64,
+    opts: WriterOptions<'o>,
+    /// Sorted by platform, then logical name.
+    plan: Vec<PlannedImage>,
+    /// Layer diff_ids in the order they are placed, each once.
+    order: Vec<Digest>,
+    needed: HashSet<Digest>,
+    next: usize,
+    spills: usize,
+    placed: HashMap<Digest, StoredLayer>,
+    spilled: HashMap<Digest, Spilled>,
+    configs: HashMap<Digest, Vec<u8>>,
+    pos: u64,
+    members: Vec<Member>,
+    index_len: u64,
+    signature_len: u64,
+    created: String,
+    trusted_comment: String,
+    buf: Vec<u8>,
+    bytes_in: u64,
+}
+
+/// What a finished bundle holds.
+#[derive(Debug)]
+pub struct Written {
+    pub index: BundleIndex,
+    /// Bytes in the file.
+    pub bundle_bytes: u64,
+    /// Uncompressed layer bytes read from the sources.
+    pub layer_bytes_in: u64,
+    /// Layers that arrived ahead of their turn and were spilled.
+    pub layers_spilled: usize,
+}
+
+impl<'f, 'o> BundleWriter<'f, 'o> {
+    /// Starts a bundle in `file` (a temporary file; `path` names the output in messages)
+    /// for the images of `plan`. Spilled layers go to an unnamed file in `spill_dir`.
+    pub fn new(
+        file: &'f File,
+        path: &Path,
+        spill_dir: &Path,
+        mut plan: Vec<PlannedImage>,
+        opts: WriterOptions<'o>,
+    ) -> Result<BundleWriter<'f, 'o>, FormatError> {
+        plan.sort_by(|a, b| (&a.platform, &a.logical).cmp(&(&b.platform, &b.logical)));
+        if let Some(files) = &opts.compose {
+            for (what, text) in
+                std::iter::once(("the compose template".to_string(), &files.template)).chain(
+                    files
+                        .overrides
+                        .iter()
+                        .map(|(p, t)| (format!("the compose override for {p}"), t)),
+                )
+            {
+                if text.len() as u64 > MAX_COMPOSE_BYTES {
+                    return Err(FormatError::TooLarge {
+                        what,
+                        size: text.len() as u64,
+                        limit: MAX_COMPOSE_BYTES,
+                    });
+                }
+            }
+        }
+        let mut order = Vec::new();
+        let mut seen = HashSet::new();
+        for image in &plan {
+            for d in &image.diff_ids {
+                if seen.insert(d.clone()) {
+                    order.push(d.clone());
+                }
+            }
+        }
+        let created = rfc3339(opts.created);
+        let trusted_comment = trusted_comment(&opts.bundle_name, opts.created, &created);
+        let placeholder = render(&placeholder_index(&plan, order.len(), &opts, &created));
+        let index_len = placeholder.len() as u64 + 1;
+        if index_len > MAX_INDEX_BYTES {
+            return Err(FormatError::TooLarge {
+                what: "the bundle index".into(),
+                size: index_len,
+                limit: MAX_INDEX_BYTES,
+            });
+        }
+        let signature_len = match opts.signer {
+            Some(s) => s
+                .sign(&placeholder, &trusted_comment)
+                .map_err(|e| FormatError::Signing(e.to_string()))?
+                .len() as u64,
+            None => 0,
+        };
+        let region_end = member_span(index_len)
+            + if signature_len > 0 {
+                member_span(signature_len)
+            } else {
+                0
+            };
+        let mut writer = BundleWriter {
+            file,
+            path: path.to_path_buf(),
+            spill_dir: spill_dir.to_path_buf(),
+            spill: None,
+            spill_len: 0,
+            opts,
+            plan,
+            needed: order.iter().cloned().collect(),
+            order,
+            next: 0,
+            spills: 0,
+            placed: HashMap::new(),
+            spilled: HashMap::new(),
+            configs: HashMap::new(),
+            pos: region_end,
+            members: Vec::new(),
+            index_len,
+            signature_len,
+            created,
+            trusted_comment,
+            buf: vec![0u8; 1 << 20],
+            bytes_in: 0,
+        };
+        writer.seek_to_end()?;
+        Ok(writer)
+    }
+
+    /// The images as they will be stored (sorted).
+    pub fn plan(&self) -> &[PlannedImage] {
+        &self.plan
+    }
+
+    /// Whether the bundle still needs the layer with this diff_id.
+    pub fn wants(&self, diff_id: &Digest) -> bool {
+        self.needed.contains(diff_id)
+            && !self.placed.contains_key(diff_id)
+            && !self.spilled.contains_key(diff_id)
+    }
+
+    /// Uncompressed size of a layer already taken (placed or spilled).
+    pub fn taken_size(&self, diff_id: &Digest) -> Option<u64> {
+        self.placed
+            .get(diff_id)
+            .or_else(|| self.spilled.get(diff_id).map(|s| &s.layer))
+            .map(|l| l.uncompressed)
+    }
+
+    /// The config of the image(s) the source knows as `identity`, byte for byte (the
+    /// image ID on the target is its digest). It must be an image config whose
+    /// `rootfs.diff_ids` are the planned image's layers, and the config digest planned
+    /// when one was.
+    pub fn config(
+        &mut self,
+        identity: &Digest,
+        origin: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), FormatError> {
+        let digest = Digest::of(&bytes);
+        let bad = |detail: String| FormatError::BadMember {
+            path: PathBuf::from(origin),
+            member: format!("config {digest}"),
+            detail,
+        };
+        let limit = max_member_bytes(MemberKind::Config);
+        let mut used = false;
+        for image in self.plan.iter_mut().filter(|p| p.identity == *identity) {
+            if bytes.len() as u64 > limit {
+                return Err(FormatError::TooLarge {
+                    what: format!("the config of {}", image.origin),
+                    size: bytes.len() as u64,
+                    limit,
+                });
+            }
+            let facts = config_facts(&bytes).map_err(|e| bad(e.to_string()))?;
+            if facts.diff_ids != image.diff_ids {
+                return Err(bad(format!(
+                    "it lists {} layers, but {} has {}",
+                    facts.diff_ids.len(),
+                    image.origin,
+                    image.diff_ids.len()
+                )));
+            }
+            match &image.config {
+                Some(planned) if *planned != digest => {
+                    return Err(bad(format!(
+                        "{} was planned with config {planned}",
+                        image.origin
+                    )))
+                }
+                _ => image.config = Some(digest.clone()),
+            }
+            used = true;
+        }
+        if used {
+            self.configs.insert(digest, bytes);
+        }
+        Ok(())
+    }
+
+    /// One layer's uncompressed tar stream. `expected` is its diff_id when the source
+    /// knows it; `None` means "identify it by its content" (the bytes are compressed
+    /// before they can be told apart, and dropped if the bundle has no use for them).
+    pub fn layer(
+        &mut self,
+        origin: &str,
+        expected: Option<&Digest>,
+        data: &mut dyn Read,
+        progress: &dyn Progress,
+    ) -> Result<LayerArrival, FormatError> {
+        if let Some(d) = expected {
+            if !self.wants(d) {
+                return Ok(LayerArrival::NotNeeded);
+            }
+        }
+        // In its place when it is (or may be) the next one; ahead of its turn, spilled.
+        let in_place = match expected {
+            Some(d) => self.order.get(self.next) == Some(d),
+            None => true,
+        };
+        let (diff_id, stored) = if in_place {
+            self.compress_in_place(origin, data, progress)?
+        } else {
+            self.compress_to_spill(origin, data, progress)?
+        };
+        if let Some(expected) = expected {
+            if *expected != diff_id {
+                self.discard_in_place(in_place)?;
+                return Err(FormatError::LayerMismatch {
+                    origin: origin.to_string(),
+                    expected: expected.clone(),
+                    actual: diff_id,
+                });
+            }
+        }
+        if !self.wants(&diff_id) {
+            self.discard_in_place(in_place)?;
+            return Ok(LayerArrival::NotNeeded);
+        }
+        if in_place && self.order.get(self.next) == Some(&diff_id) {
+            self.commit_in_place(diff_id, stored)?;
+            self.drain_spilled()?;
+            return Ok(LayerArrival::Placed);
+        }
+        if in_place {
+            // Compressed in place on speculation, but another layer's turn: move it aside.
+            let at = self.pos + BLOCK;
+            let spill_at = self.copy_to_spill(at, stored.size)?;
+            self.discard_in_place(true)?;
+            self.spilled.insert(
+                diff_id,
+                Spilled {
+                    at: spill_at,
+                    layer: stored,
+                },
+            );
+        } else {
+            let at = self.spill_len - stored.size;
+            self.spilled.insert(diff_id, Spilled { at, layer: stored });
+        }
+        self.spills += 1;
+        Ok(LayerArrival::Spilled)
+    }
+
+    fn write_error(&self, error: io::Error) -> FormatError {
+        FormatError::Write {
+            path: self.path.clone(),
+            error,
+        }
+    }
+
+    fn seek_to_end(&mut self) -> Result<(), FormatError> {
+        let mut f = self.file;
+        f.seek(SeekFrom::Start(self.pos))
+            .map_err(|e| self.write_error(e))?;
+        Ok(())
+    }
+
+    /// Compresses `data` into `sink`; returns its diff_id and what was stored.
+    fn compress(
+        &mut self,
+        origin: &str,
+        data: &mut dyn Read,
+        sink: &File,
+        progress: &dyn Progress,
+    ) -> Result<(Digest, StoredLayer), FormatError> {
+        let path = self.path.clone();
+        let write_err = |error: io::Error| FormatError::Write {
+            path: path.clone(),
+            error,
+        };
+        let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, sink));
+        let mut encoder =
+            codec::encoder(out, self.opts.level, self.opts.threads).map_err(write_err)?;
+        let mut input = HashingReader::new(ProgressReader {
+            inner: data,
+            progress,
+        });
+        loop {
+            let n = match input.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    return Err(FormatError::LayerRead {
+                        origin: origin.to_string(),
+                        error,
+                    })
+                }
+            };
+            encoder.write_all(&self.buf[..n]).map_err(write_err)?;
+        }
+        let (diff_id, uncompressed) = input.finish();
+        self.bytes_in += uncompressed;
+        let (buffered, digest, size) = encoder.finish().map_err(write_err)?.finish();
+        buffered
+            .into_inner()
+            .map_err(|e| write_err(e.into_error()))?;
+        Ok((
+            diff_id,
+            StoredLayer {
+                digest,
+                size,
+                uncompressed,
+            },
+        ))
+    }
+
+    fn compress_in_place(
+        &mut self,
+        origin: &str,
+        data: &mut dyn Read,
+        progress: &dyn Progress,
+    ) -> Result<(Digest, StoredLayer), FormatError> {
+        let mut f = self.file;
+        f.seek(SeekFrom::Start(self.pos + BLOCK))
+            .map_err(|e| self.write_error(e))?;
+        let file = self.file;
+        self.compress(origin, data, file, progress)
+    }
+
+    fn spill_file(&mut self) -> Result<&File, FormatError> {
+        if self.spill.is_none() {
+            let f = tempfile::tempfile_in(&self.spill_dir).map_err(|error| FormatError::Write {
+                path: self.spill_dir.clone(),
+                error,
+            })?;
+            self.spill = Some(f);
+        }
+        self.spill
+            .as_ref()
+            .ok_or_else(|| FormatError::Internal("spill file vanished".into()))
+    }
+
+    fn compress_to_spill(
+        &mut self,
+        origin: &str,
+        data: &mut dyn Read,
+        progress: &dyn Progress,
+    ) -> Result<(Digest, StoredLayer), FormatError> {
+        let at = self.spill_len;
+        let spill = self
+            .spill_file()?
+            .try_clone()
+            .map_err(|e| self.write_error(e))?;
+        let mut s = &spill;
+        s.seek(SeekFrom::Start(at))
+            .map_err(|e| self.write_error(e))?;
+        let (diff_id, stored) = self.compress(origin, data, &spill, progress)?;
+        self.spill_len = at + stored.size;
+        Ok((diff_id, stored))
+    }
+
+    /// Copies `size` bytes at `at` in the output to the end of the spill file.
+    fn copy_to_spill(&mut self, at: u64, size: u64) -> Result<u64, FormatError> {
+        let spill_at = self.spill_len;
+        let spill = self
+            .spill_file()?
+            .try_clone()
+            .map_err(|e| self.write_error(e))?;
+        copy_range(self.file, at, &spill, spill_at, size, &mut self.buf)
+            .map_err(|e| self.write_error(e))?;
+        self.spill_len += size;
+        Ok(spill_at)
+    }
+
+    /// Gives back the space a layer compressed in place took (spilled ones stay where
+    /// they are: the spill file is dropped whole at the end).
+    fn discard_in_place(&mut self, in_place: bool) -> Result<(), FormatError> {
+        if in_place {
+            self.file
+                .set_len(self.pos)
+                .map_err(|e| self.write_error(e))?;
+            self.seek_to_end()?;
+        }
+        Ok(())
+    }
+
+    /// The layer just compressed at `pos + BLOCK` is the next one: give it its header.
+    fn commit_in_place(&mut self, diff_id: Digest, stored: StoredLayer) -> Result<(), FormatError> {
+        let data_at = self.pos + BLOCK;
+        let pad = padding(stored.size);
+        self.write_at(&vec![0u8; pad as usize], data_at + stored.size)?;
+        let header = self.header(&stored.digest.blob_path(), stored.size)?;
+        self.write_at(&header, self.pos)?;
+        self.pos = data_at + stored.size + pad;
+        self.seek_to_end()?;
+        self.record_layer(diff_id, stored, data_at);
+        Ok(())
+    }
+
+    fn record_layer(&mut self, diff_id: Digest, stored: StoredLayer, data_at: u64) {
+        self.members.push(Member {
+            name: stored.digest.blob_path(),
+            kind: MemberKind::Layer,
+            offset: data_at,
+            size: stored.size,
+            digest: stored.digest.clone(),
+            diff_id: Some(diff_id.clone()),
+            uncompressed_size: Some(stored.uncompressed),
+        });
+        self.placed.insert(diff_id, stored);
+        self.next += 1;
+    }
+
+    /// Moves every spilled layer whose turn has come into place.
+    fn drain_spilled(&mut self) -> Result<(), FormatError> {
+        while let Some(diff_id) = self.order.get(self.next).cloned() {
+            let Some(waiting) = self.spilled.remove(&diff_id) else {
+                break;
+            };
+            let data_at = self.pos + BLOCK;
+            let spill = self
+                .spill_file()?
+                .try_clone()
+                .map_err(|e| self.write_error(e))?;
+            let copied = copy_range_hashed(
+                &spill,
+                waiting.at,
+                self.file,
+                data_at,
+                waiting.layer.size,
+                &mut self.buf,
+            )
+            .map_err(|e| self.write_error(e))?;
+            if copied != waiting.layer.digest {
+                return Err(self.write_error(io::Error::other(format!(
+                    "the spilled copy of layer {diff_id} changed on disk (digest {copied}, written as {})",
+                    waiting.layer.digest
+                ))));
+            }
+            self.commit_in_place(diff_id, waiting.layer)?;
+        }
+        Ok(())
+    }
+
+    fn header(&self, name: &str, size: u64) -> Result<[u8; 512], FormatError> {
+        crate::ustar::header(name, size, self.opts.created).map_err(|e| self.write_error(e))
+    }
+
+    fn write_at(&self, bytes: &[u8], at: u64) -> Result<(), FormatError> {
+        self.file
+            .write_all_at(bytes, at)
+            .map_err(|e| self.write_error(e))
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
+        self.write_at(bytes, self.pos)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn append_member(
+        &mut self,
+        name: &str,
+        kind: MemberKind,
+        bytes: &[u8],
+    ) -> Result<Digest, FormatError> {
+        let digest = Digest::of(bytes);
+        let size = bytes.len() as u64;
+        if size > max_member_bytes(kind) {
+            return Err(FormatError::TooLarge {
+                what: format!("{name} ({})", kind.as_str()),
+                size,
+                limit: max_member_bytes(kind),
+            });
+        }
+        let header = self.header(name, size)?;
+        self.append(&header)?;
+        let offset = self.pos;
+        self.append(bytes)?;
+        self.append(&vec![0u8; padding(size) as usize])?;
+        self.members.push(Member {
+            name: name.to_string(),
+            kind,
+            offset,
+            size,
+            digest: digest.clone(),
+            diff_id: None,
+            uncompressed_size: None,
+        });
+        Ok(digest)
+    }
+
+    /// A content-addressed blob, once.
+    fn append_blob(&mut self, kind: MemberKind, bytes: &[u8]) -> Result<Digest, FormatError> {
+        let digest = Digest::of(bytes);
+        if self.members.iter().any(|m| m.digest == digest) {
+            return Ok(digest);
+        }
+        self.append_member(&digest.blob_path(), kind, bytes)
+    }
+
+    /// Writes the metadata members and the index (and its signature) into the reserved
+    /// front region. Every planned layer and config must have arrived.
+    pub fn finish(mut self) -> Result<Written, FormatError> {
+        if let Some(missing) = self.order.get(self.next).cloned() {
+            let image = self
+                .plan
+                .iter()
+                .find(|p| p.diff_ids.contains(&missing))
+                .map(describe)
+                .unwrap_or_default();
+            return Err(FormatError::MissingLayer {
+                image,
+                diff_id: missing,
+            });
+        }
+        let layers_spilled = self.spills;
+        self.spill = None;
+        let plan = std::mem::take(&mut self.plan);
+
+        let mut config_sizes: HashMap<Digest, u64> = HashMap::new();
+        let mut configs_of = Vec::with_capacity(plan.len());
+        for image in &plan {
+            let config = image
+                .config
+                .clone()
+                .filter(|c| self.configs.contains_key(c) || config_sizes.contains_key(c))
+                .ok_or_else(|| FormatError::MissingConfig {
+                    image: describe(image),
+                    config: image
+                        .config
+                        .clone()
+                        .unwrap_or_else(|| image.identity.clone()),
+                })?;
+            if let Some(bytes) = self.configs.remove(&config) {
+                self.append_blob(MemberKind::Config, &bytes)?;
+                config_sizes.insert(config.clone(), bytes.len() as u64);
+            }
+            configs_of.push(config);
+        }
+
+        // One manifest per image, one image index per logical name.
+        let mut entries: BTreeMap<String, Vec<(PlatformEntry, oci_spec::image::Descriptor)>> =
+            BTreeMap::new();
+        for (image, config) in plan.iter().zip(&configs_of) {
+            let layers: Vec<StoredLayer> = image
+                .diff_ids
+                .iter()
+                .map(|d| self.placed[d].clone())
+                .collect();
+            let bytes = oci::manifest(
+                oci::descriptor(MediaType::ImageConfig, config, config_sizes[config]),
+                layers
+                    .iter()
+                    .map(|l| oci::descriptor(MediaType::ImageLayerZstd, &l.digest, l.size))
+                    .collect(),
+            )?;
+            let digest = self.append_blob(MemberKind::Manifest, &bytes)?;
+            let descriptor = oci::platform_manifest(&digest, bytes.len() as u64, &image.platform);
+            entries.entry(image.logical.clone()).or_default().push((
+                PlatformEntry {
+                    platform: image.platform.clone(),
+                    source_tags: image.source_tags.clone(),
+                    manifest: digest,
+                    config: config.clone(),
+                    layers: layers.iter().map(|l| l.digest.clone()).collect(),
+                },
+                descriptor,
+            ));
+        }
+        let mut images = Vec::new();
+        let mut top = Vec::new();
+        for (logical, platforms) in entries {
+            let bytes = oci::index(platforms.iter().map(|(_, d)| d.clone()).collect())?;
+            let digest = self.append_blob(MemberKind::ImageIndex, &bytes)?;
+            top.push(oci::named(
+                oci::descriptor(MediaType::ImageIndex, &digest, bytes.len() as u64),
+                &logical,
+                None,
+            ));
+            images.push(ImageEntry {
+                name: logical,
+                index: digest,
+                platforms: platforms.into_iter().map(|(e, _)| e).collect(),
+            });
+        }
+        self.append_member("oci-layout", MemberKind::OciLayout, oci::OCI_LAYOUT)?;
+        let oci_index = oci::index(top)?;
+        self.append_member("index.json", MemberKind::OciIndex, &oci_index)?;
+        // End of archive: two zero blocks.
+        self.append(&[0u8; 2 * BLOCK as usize])?;
+
+        let index = BundleIndex {
+            format: BundleIndex::format_string(),
+            name: self.opts.bundle_name.clone(),
+            created: self.created.clone(),
+            tool: self.opts.tool.clone(),
+            compression: CompressionInfo {
+                algorithm: "zstd".into(),
+                level: self.opts.level,
+            },
+            images,
+            members: std::mem::take(&mut self.members),
+            compose: self.opts.compose.clone(),
+        };
+        let mut index_bytes = render(&index);
+        if index_bytes.len() as u64 >= self.index_len {
+            return Err(FormatError::Internal(format!(
+                "the index grew past its reserved {} bytes",
+                self.index_len
+            )));
+        }
+        index_bytes.resize(self.index_len as usize - 1, b' ');
+        index_bytes.push(b'\n');
+        self.write_at(&self.header(INDEX_MEMBER, self.index_len)?, 0)?;
+        self.write_at(&index_bytes, BLOCK)?;
+        self.write_at(
+            &vec![0u8; padding(self.index_len) as usize],
+            BLOCK + self.index_len,
+        )?;
+        if let Some(signer) = self.opts.signer {
+            let signature = signer
+                .sign(&index_bytes, &self.trusted_comment)
+                .map_err(|e| FormatError::Signing(e.to_string()))?;
+            if signature.len() as u64 != self.signature_len {
+                return Err(FormatError::Internal(format!(
+                    "the signature is {} bytes, {} were reserved",
+                    signature.len(),
+                    self.signature_len
+                )));
+            }
+            let at = member_span(self.index_len);
+            self.write_at(&self.header(SIGNATURE_MEMBER, self.signature_len)?, at)?;
+            self.write_at(signature.as_bytes(), at + BLOCK)?;
+            self.write_at(
+                &vec![0u8; padding(self.signature_len) as usize],
+                at + BLOCK + self.signature_len,
+            )?;
+        }
+        Ok(Written {
+            index,
+            bundle_bytes: self.pos,
+            layer_bytes_in: self.bytes_in,
+            layers_spilled,
+        })
+    }
+}
+
+fn describe(p: &PlannedImage) -> String {
+    format!("{} ({}, from {})", p.logical, p.platform, p.origin)
+}
+
+/// minisign-style trusted comment: what the signature vouches for besides the bytes.
+fn trusted_comment(name: &str, epoch: u64, created: &str) -> String {
+    format!("timestamp:{epoch}\tfile:{name}\tcreated:{created}\tarchpack-bundle")
+}
+
+fn render(index: &BundleIndex) -> Vec<u8> {
+    // Serialising plain structs of strings and numbers cannot fail.
+    serde_json::to_vec_pretty(index).unwrap_or_default()
+}
+
+/// An index with the final index's shape and every number at its widest.
+fn placeholder_index(
+    plan: &[PlannedImage],
+    layer_count: usize,
+    opts: &WriterOptions,
+    created: &str,
+) -> BundleIndex {
+    let wide = Digest::of(b"placeholder");
+    let member = |kind, diff: bool| Member {
+        name: wide.blob_path(),
+        kind,
+        offset: u64::MAX,
+        size: u64::MAX,
+        digest: wide.clone(),
+        diff_id: diff.then(|| wide.clone()),
+        uncompressed_size: diff.then_some(u64::MAX),
+    };
+    let mut logicals: BTreeMap<&str, Vec<PlatformEntry>> = BTreeMap::new();
+    let mut configs = HashSet::new();
+    for p in plan {
+        configs.insert(p.identity.clone());
+        logicals.entry(&p.logical).or_default().push(PlatformEntry {
+            platform: p.platform.clone(),
+            source_tags: p.source_tags.clone(),
+            manifest: wide.clone(),
+            config: wide.clone(),
+            layers: vec![wide.clone(); p.diff_ids.len()],
+        });
+    }
+    let mut members = Vec::new();
+    members.extend((0..layer_count).map(|_| member(MemberKind::Layer, true)));
+    members.extend((0..configs.len()).map(|_| member(MemberKind::Config, false)));
+    members.extend((0..plan.len()).map(|_| member(MemberKind::Manifest, false)));
+    members.extend((0..logicals.len()).map(|_| member(MemberKind::ImageIndex, false)));
+    members.push(member(MemberKind::OciLayout, false));
+    members.push(member(MemberKind::OciIndex, false));
+    BundleIndex {
+        format: BundleIndex::format_string(),
+        name: opts.bundle_name.clone(),
+        created: created.to_string(),
+        tool: opts.tool.clone(),
+        compression: CompressionInfo {
+            algorithm: "zstd".into(),
+            level: opts.level,
+        },
+        images: logicals
+            .into_iter()
+            .map(|(name, platforms)| ImageEntry {
+                name: name.to_string(),
+                index: wide.clone(),
+                platforms,
+            })
+            .collect(),
+        members,
+        compose: opts.compose.clone(),
+    }
+}
+
+/// Copies `size` bytes from `from` at `src` to `to` at `dst`.
+fn copy_range(
+    from: &File,
+    src: u64,
+    to: &File,
+    dst: u64,
+    size: u64,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    copy_range_hashed(from, src, to, dst, size, buf).map(|_| ())
+}
+
+/// [`copy_range`], returning the digest of what was copied.
+fn copy_range_hashed(
+    from: &File,
+    src: u64,
+    to: &File,
+    dst: u64,
+    size: u64,
+    buf: &mut [u8],
+) -> io::Result<Digest> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut done = 0u64;
+    while done < size {
+        let n = (size - done).min(buf.len() as u64) as usize;
+        from.read_exact_at(&mut buf[..n], src + done)?;
+        to.write_all_at(&buf[..n], dst + done)?;
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(Digest::finish(hasher))
+}

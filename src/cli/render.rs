@@ -1,0 +1,390 @@
+//! What the CLI prints: progress bars on stderr, reports as text on stdout (`--json`
+//! prints the reports themselves).
+
+use archpack::ops::create::CreateReport;
+use archpack::ops::extract::ExtractReport;
+use archpack::ops::inspect::InspectReport;
+use archpack::ops::load::LoadReport;
+use archpack::ops::platform::PlatformReport;
+use archpack::ops::push::PushSummary;
+use archpack::platform::probe::DecidedBy;
+use archpack::progress::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+/// indicatif bars on stderr, only when stderr is a terminal and not `--quiet`.
+pub struct Bars {
+    enabled: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    pub fn new(quiet: bool) -> Bars {
+        Bars {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, label: &str, total: Option<u64>) {
+        if !self.enabled {
+            return;
+        }
+        let bar = match total {
+            Some(t) => ProgressBar::new(t).with_style(
+                ProgressStyle::with_template(
+                    "{msg:>20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{msg:>20} {spinner} {bytes} {bytes_per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_message(label.to_string());
+        if let Ok(mut b) = self.bar.lock() {
+            *b = Some(bar);
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(bar) = b.as_ref() {
+                bar.inc(bytes);
+            }
+        }
+    }
+
+    fn note(&self, message: &str) {
+        if !self.enabled {
+            return;
+        }
+        match self.bar.lock().ok().and_then(|b| b.clone()) {
+            Some(bar) => bar.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(bar) = b.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+/// "1 layer", "3 layers".
+pub fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn create(report: &CreateReport) -> String {
+    let mut out = String::new();
+    for s in &report.sources {
+        if !s.absent.is_empty() {
+            out.push_str(&format!(
+                "{}: took {}; left out (not there whole): {}\n",
+                s.source,
+                s.platforms.join(", "),
+                s.absent.join("; ")
+            ));
+        } else if s.platforms.len() > 1 {
+            out.push_str(&format!("{}: took {}\n", s.source, s.platforms.join(", ")));
+        }
+    }
+    out.push_str(&format!(
+        "wrote {}: {} image{} ({} image×platform) for {}; {} on disk from {} of layers read, dedup saved {}{}\n",
+        report.path.display(),
+        report.images,
+        if report.images == 1 { "" } else { "s" },
+        report.image_platforms,
+        report.platforms.join(", "),
+        human_bytes(report.bundle_bytes),
+        human_bytes(report.layer_bytes_in),
+        human_bytes(report.dedup_saved_bytes),
+        if report.signed { "; signed" } else { "; unsigned" }
+    ));
+    out
+}
+
+pub fn inspect(report: &InspectReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("Bundle:   {}\n", report.bundle.display()));
+    out.push_str(&format!(
+        "Name:     {}  ({}, written by {})\n",
+        report.name, report.format, report.tool
+    ));
+    out.push_str(&format!("Created:  {}\n", report.created));
+    let signed = match &report.signer {
+        None => "no".to_string(),
+        Some(s) if s.trusted => format!("key {} (trusted here)", s.key_id),
+        Some(s) => match &s.error {
+            Some(e) => format!("key {}: BAD SIGNATURE: {e}", s.key_id),
+            None => format!(
+                "key {} (NOT trusted here: add its .pub with --trust or to a trust.d directory)",
+                s.key_id
+            ),
+        },
+    };
+    out.push_str(&format!("Signed:   {signed}\n"));
+    out.push_str(&format!(
+        "Size:     {} on disk; {} of layers shared between images/platforms (saved {})\n",
+        human_bytes(report.bytes),
+        human_bytes(report.shared_bytes),
+        human_bytes(report.dedup_saved_bytes)
+    ));
+    if let Some(compose) = &report.compose {
+        out.push_str(&format!(
+            "Compose:  template{}\n",
+            if compose.overrides.is_empty() {
+                String::new()
+            } else {
+                format!(" + overrides for {}", compose.overrides.join(", "))
+            }
+        ));
+    }
+    let rows: Vec<[String; 6]> = report
+        .images
+        .iter()
+        .flat_map(|image| {
+            image.platforms.iter().map(move |p| {
+                [
+                    image.name.clone(),
+                    p.platform.clone(),
+                    human_bytes(p.bytes),
+                    p.layers.to_string(),
+                    short(&p.image_id),
+                    p.source_tags.join(","),
+                ]
+            })
+        })
+        .collect();
+    let headers = [
+        "IMAGE",
+        "PLATFORM",
+        "SIZE",
+        "LAYERS",
+        "IMAGE ID",
+        "PACKED FROM",
+    ];
+    out.push('\n');
+    out.push_str(&table(&headers, &rows));
+    out
+}
+
+/// `sha256:0123456789ab` of a full digest string.
+fn short(digest: &str) -> String {
+    digest.chars().take("sha256:".len() + 12).collect()
+}
+
+fn table(headers: &[&str; 6], rows: &[[String; 6]]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        s.truncate(s.trim_end().len());
+        s.push('\n');
+        s
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+pub fn platform(report: &PlatformReport) -> String {
+    let mut out = format!("{}\n", report.platform);
+    let mark = |by: DecidedBy| {
+        if report.decided_by == by {
+            "   <- decides"
+        } else {
+            ""
+        }
+    };
+    let mut row = |label: &str, value: String| out.push_str(&format!("  {label:<24} {value}\n"));
+    if let Some(inputs) = &report.inputs {
+        row(
+            "kernel (uname -m)",
+            format!(
+                "{}{}",
+                inputs.kernel.as_deref().unwrap_or("?"),
+                mark(DecidedBy::Kernel)
+            ),
+        );
+        row(
+            "engine (/version Arch)",
+            match (&inputs.engine, &inputs.engine_error) {
+                (Some(e), _) => format!("{}{}", e.arch, mark(DecidedBy::Engine)),
+                (None, Some(err)) => format!("not asked: {err}"),
+                (None, None) => "not asked".into(),
+            },
+        );
+        row(
+            "userland (/bin/sh ELF)",
+            match &inputs.userland {
+                Some(e) => format!("{e}{}", mark(DecidedBy::Userland)),
+                None => "unreadable".into(),
+            },
+        );
+        if let Some(cpu) = &inputs.cpu {
+            row("cpu", cpu.clone());
+        }
+    } else {
+        row("override", format!("--platform {}", report.platform));
+    }
+    row("fallbacks", report.compatible.join(", "));
+    for note in &report.notes {
+        row("note", note.clone());
+    }
+    if let Some(p) = &report.bundle_platform {
+        row("bundle would load", p.clone());
+    }
+    out
+}
+
+pub fn load(report: &LoadReport) -> String {
+    let rows: Vec<[String; 6]> = report
+        .images
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.platform.clone(),
+                short(&s.image_id),
+                s.status.clone(),
+                s.tags.join(","),
+                String::new(),
+            ]
+        })
+        .collect();
+    let decided_by = serde_json::to_value(report.decided_by)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let mut out = format!(
+        "host platform {} (decided by {decided_by}); {}\n\n",
+        report.platform, report.signer
+    );
+    out.push_str(&table(
+        &["IMAGE", "PLATFORM", "IMAGE ID", "STATUS", "TAGS", ""],
+        &rows,
+    ));
+    out.push_str(&format!(
+        "\n{} {} in {} ({} already present{}); read {} of the bundle\n",
+        if report.dry_run { "would send" } else { "sent" },
+        human_bytes(if report.dry_run {
+            report.bytes_to_send
+        } else {
+            report.archive_bytes_sent
+        }),
+        plural(report.layers_to_send, "layer"),
+        plural(report.layers_present, "layer"),
+        match &report.full_uploads {
+            Some(why) => format!("; every layer is sent: {why}"),
+            None => String::new(),
+        },
+        human_bytes(report.bundle_bytes_read),
+    ));
+    if let Some(free) = report.free_space {
+        out.push_str(&format!(
+            "engine root {}: {} free, about {} needed\n",
+            report.engine_root.as_deref().unwrap_or("?"),
+            human_bytes(free),
+            human_bytes(report.space_needed)
+        ));
+    }
+    if let Some(services) = &report.services {
+        out.push_str(&services_table(services));
+    }
+    out
+}
+
+pub fn push(summary: &PushSummary) -> String {
+    let report = &summary.pushed;
+    let mut out = String::new();
+    for image in &report.images {
+        out.push_str(&format!(
+            "{}  {}  index {}\n",
+            image.reference,
+            image.platforms.join(","),
+            image.index_digest.short()
+        ));
+    }
+    out.push_str(&format!(
+        "uploaded {} blobs ({}), mounted {} across repositories, {} already there; {} gzip passes\n",
+        report.blobs_uploaded,
+        human_bytes(report.bytes_uploaded),
+        report.blobs_mounted,
+        report.blobs_present,
+        report.gzip_passes
+    ));
+    out
+}
+
+pub fn extract(report: &ExtractReport) -> String {
+    format!(
+        "wrote {}: {} image{} for {}, {} layers, {}",
+        report.output.display(),
+        report.stats.images,
+        if report.stats.images == 1 { "" } else { "s" },
+        report.platforms.join(", "),
+        report.stats.layers_sent,
+        human_bytes(report.stats.bytes_written)
+    )
+}
+
+fn services_table(services: &[archpack::compose::ServiceState]) -> String {
+    let rows: Vec<[String; 6]> = services
+        .iter()
+        .map(|s| {
+            [
+                s.service.clone(),
+                s.state.clone(),
+                if s.health.is_empty() {
+                    "(no healthcheck)".into()
+                } else {
+                    s.health.clone()
+                },
+                String::new(),
+                String::new(),
+                String::new(),
+            ]
+        })
+        .collect();
+    format!(
+        "\n{}",
+        table(&["SERVICE", "STATE", "HEALTH", "", "", ""], &rows)
+    )
+}

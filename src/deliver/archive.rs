@@ -1,0 +1,463 @@
+//! Delivering as an archive other tools read: a docker-archive (what `docker load` and
+//! podman take; plain layers, because Docker 20.10 rejects zstd) or an OCI archive
+//! (containerd `ctr import`, k3s, and Docker 23+'s `docker load` through the
+//! `manifest.json` it also carries). `load` streams the same docker-archive straight
+//! into the engine.
+//!
+//! Every byte taken from the bundle is checked as it passes: a blob's digest and size,
+//! a layer's decompressed diff_id and size (decompression stops at the declared size).
+//! A failure surfaces as an error from the writer, so a streamed load aborts.
+
+use crate::digest::{Digest, HashingReader};
+use crate::platform::Selected;
+use crate::progress::Progress;
+use crate::reference::ImageRef;
+use archpack_format::codec::{LayerFault, VerifiedLayer};
+use archpack_format::{chain_ids, exit, oci, BundleReader, FormatError, Member, MemberReader};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Bundle(#[from] FormatError),
+    #[error("{member}: {detail}; the bundle is corrupt (nothing was loaded)")]
+    Corrupt { member: String, detail: String },
+    #[error("{member}: the bundle is truncated inside this member (nothing was loaded)")]
+    Truncated { member: String },
+    #[error("writing {path}: {error}")]
+    Write { path: String, error: io::Error },
+    #[error(transparent)]
+    Output(#[from] crate::fsutil::OutputError),
+    #[error(transparent)]
+    Name(#[from] crate::reference::ReferenceError),
+}
+
+impl ArchiveError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ArchiveError::Bundle(e) => e.exit_code(),
+            ArchiveError::Corrupt { .. } | ArchiveError::Truncated { .. } => exit::INTEGRITY,
+            ArchiveError::Write { .. } | ArchiveError::Output(_) | ArchiveError::Name(_) => {
+                exit::FAILURE
+            }
+        }
+    }
+}
+
+/// What to leave out of a docker-archive because the engine already has it.
+#[derive(Debug, Default, Clone)]
+pub struct Skip {
+    /// Images (config digests) not to send at all.
+    pub images: HashSet<Digest>,
+    /// Layer chain IDs the engine has: listed in manifest.json, bytes not sent.
+    pub chains: HashSet<Digest>,
+    /// Leave the diff_id hash to the consumer, which checks it itself (the engine does).
+    pub diff_id_hashing: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveStats {
+    pub images: usize,
+    pub layers_sent: usize,
+    pub layers_skipped: usize,
+    /// Bytes of blob data read from the bundle.
+    pub blob_bytes_read: u64,
+    /// Tar bytes produced.
+    pub bytes_written: u64,
+}
+
+/// One entry of a docker-archive's `manifest.json` (moby's `image/tarexport`).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ArchiveManifestEntry {
+    config: String,
+    repo_tags: Vec<String>,
+    layers: Vec<String>,
+}
+
+fn layers_of(reader: &BundleReader, s: &Selected) -> Result<Vec<(Digest, Digest)>, ArchiveError> {
+    let diffs = reader
+        .index
+        .diff_ids_of(s.entry)
+        .ok_or_else(|| ArchiveError::Corrupt {
+            member: s.image.name.clone(),
+            detail: "the index gives a layer no diffId".into(),
+        })?;
+    Ok(s.entry.layers.iter().cloned().zip(diffs).collect())
+}
+
+/// Every name an image is tagged with, each checked against the reference grammar
+/// before a byte is written: a bundle can carry a name no engine would take.
+pub fn checked_tags(selected: &[Selected]) -> Result<Vec<Vec<String>>, ArchiveError> {
+    selected
+        .iter()
+        .map(|s| {
+            s.tags()
+                .iter()
+                .map(|t| ImageRef::parse_tagged(t).map(|r| r.familiar()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ArchiveError::from)
+        })
+        .collect()
+}
+
+/// Writes a docker-archive (`manifest.json`, `<config>.json`, `<diff_id>/layer.tar`) of
+/// the selected images. Members are read in bundle order.
+pub fn write_docker_archive<W: Write>(
+    reader: &BundleReader,
+    selected: &[Selected],
+    skip: &Skip,
+    out: W,
+    mtime: u64,
+    progress: &dyn Progress,
+) -> Result<ArchiveStats, ArchiveError> {
+    let tags = checked_tags(selected)?;
+    let mut stats = ArchiveStats::default();
+    let mut manifest = Vec::new();
+    // (member, docker-archive name) of everything to send, deduplicated.
+    let mut wanted: Vec<(&Member, String)> = Vec::new();
+    let mut names_seen = HashSet::new();
+    for (s, tags) in selected.iter().zip(tags) {
+        if skip.images.contains(&s.entry.config) {
+            continue;
+        }
+        stats.images += 1;
+        let config = member(reader, &s.entry.config)?;
+        let config_name = format!("{}.json", s.entry.config.hex());
+        if names_seen.insert(config_name.clone()) {
+            wanted.push((config, config_name.clone()));
+        }
+        let layers = layers_of(reader, s)?;
+        let diffs: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
+        let mut layer_names = Vec::new();
+        for ((blob, diff), chain) in layers.iter().zip(chain_ids(&diffs)) {
+            let name = format!("{}/layer.tar", diff.hex());
+            layer_names.push(name.clone());
+            if skip.chains.contains(&chain) {
+                stats.layers_skipped += 1;
+                continue;
+            }
+            if names_seen.insert(name.clone()) {
+                wanted.push((member(reader, blob)?, name));
+                stats.layers_sent += 1;
+            }
+        }
+        manifest.push(ArchiveManifestEntry {
+            config: config_name,
+            repo_tags: tags,
+            layers: layer_names,
+        });
+    }
+    wanted.sort_by_key(|(m, _)| m.offset);
+    let total: u64 = wanted
+        .iter()
+        .map(|(m, _)| m.uncompressed_size.unwrap_or(m.size))
+        .sum();
+    progress.start("sending", Some(total));
+
+    let mut tar = TarOut::new(out);
+    for (m, name) in &wanted {
+        match (&m.diff_id, m.uncompressed_size) {
+            (Some(diff_id), Some(size)) => {
+                let mut layer = VerifiedLayer::new(reader, m, diff_id.clone(), size, progress)
+                    .map_err(fault_error)?;
+                if skip.diff_id_hashing {
+                    layer = layer.diff_id_checked_by_consumer();
+                }
+                tar.append(name, size, mtime, &mut layer)?;
+            }
+            _ => {
+                let bytes = read_checked(reader, m)?;
+                progress.advance(bytes.len() as u64);
+                tar.append_bytes(name, &bytes, mtime)?;
+            }
+        }
+        stats.blob_bytes_read += m.size;
+    }
+    let manifest = serde_json::to_vec(&manifest).map_err(|e| tar.error(e.into()))?;
+    tar.append_bytes("manifest.json", &manifest, mtime)?;
+    stats.bytes_written = tar.finish()?;
+    progress.finish();
+    Ok(stats)
+}
+
+/// Writes `selected` as a docker-archive file (atomically, beside `path`).
+pub fn docker_archive_file(
+    reader: &BundleReader,
+    selected: &[Selected],
+    path: &Path,
+    force: bool,
+    mtime: u64,
+    progress: &dyn Progress,
+) -> Result<ArchiveStats, ArchiveError> {
+    crate::fsutil::write_atomically(path, force, 0o644, |file| {
+        write_docker_archive(
+            reader,
+            selected,
+            &Skip::default(),
+            io::BufWriter::with_capacity(1 << 20, file),
+            mtime,
+            progress,
+        )
+    })
+    .map_err(|e| e.flatten())
+}
+
+/// Writes `selected` as an OCI archive: layers as stored (zstd), configs and manifests
+/// byte for byte, an `index.json` naming each image by its logical name (and its full
+/// name for containerd), and a `manifest.json` for Docker's loader, which reads only
+/// that (Docker 23+ decompresses the zstd layers; 20.10 cannot: give it a docker-archive).
+pub fn oci_archive_file(
+    reader: &BundleReader,
+    selected: &[Selected],
+    path: &Path,
+    force: bool,
+    mtime: u64,
+    progress: &dyn Progress,
+) -> Result<ArchiveStats, ArchiveError> {
+    let tags = checked_tags(selected)?;
+    crate::fsutil::write_atomically(path, force, 0o644, |file| {
+        let mut stats = ArchiveStats::default();
+        let mut blobs: Vec<&Member> = Vec::new();
+        let mut top = Vec::new();
+        let mut docker_manifest = Vec::new();
+        for (s, tags) in selected.iter().zip(tags) {
+            stats.images += 1;
+            for d in [&s.entry.config, &s.entry.manifest]
+                .into_iter()
+                .chain(s.entry.layers.iter())
+            {
+                let m = member(reader, d)?;
+                if !blobs.iter().any(|b| b.digest == m.digest) {
+                    blobs.push(m);
+                }
+            }
+            let manifest = member(reader, &s.entry.manifest)?;
+            let full = ImageRef::parse_tagged(&s.image.name)?.full();
+            let mut d = oci::platform_manifest(&manifest.digest, manifest.size, &s.entry.platform);
+            d = oci::named(d, &s.image.name, Some(&full));
+            top.push(d);
+            docker_manifest.push(ArchiveManifestEntry {
+                config: s.entry.config.blob_path(),
+                repo_tags: tags,
+                layers: s.entry.layers.iter().map(|l| l.blob_path()).collect(),
+            });
+        }
+        blobs.sort_by_key(|m| m.offset);
+        progress.start("writing", Some(blobs.iter().map(|m| m.size).sum()));
+        let mut tar = TarOut::new(io::BufWriter::with_capacity(1 << 20, file));
+        tar.append_bytes("oci-layout", oci::OCI_LAYOUT, mtime)?;
+        for m in blobs {
+            let mut checked = CheckedBlob::new(reader, m, progress);
+            tar.append(&m.name, m.size, mtime, &mut checked)?;
+            stats.blob_bytes_read += m.size;
+            if m.diff_id.is_some() {
+                stats.layers_sent += 1;
+            }
+        }
+        let oci_index = oci::index(top)?;
+        tar.append_bytes("index.json", &oci_index, mtime)?;
+        let docker_manifest =
+            serde_json::to_vec(&docker_manifest).map_err(|e| tar.error(e.into()))?;
+        tar.append_bytes("manifest.json", &docker_manifest, mtime)?;
+        stats.bytes_written = tar.finish()?;
+        progress.finish();
+        Ok(stats)
+    })
+    .map_err(|e| e.flatten())
+}
+
+pub(crate) fn member<'a>(
+    reader: &'a BundleReader,
+    digest: &Digest,
+) -> Result<&'a Member, ArchiveError> {
+    reader
+        .index
+        .member_by_digest(digest)
+        .ok_or_else(|| ArchiveError::Corrupt {
+            member: digest.blob_path(),
+            detail: "named by the index but not a member".into(),
+        })
+}
+
+/// Reads a small member fully, checking its digest and size.
+pub fn read_checked(reader: &BundleReader, m: &Member) -> Result<Vec<u8>, ArchiveError> {
+    reader.read_member(m).map_err(|e| match e {
+        FormatError::Truncated { .. } => ArchiveError::Truncated {
+            member: m.name.clone(),
+        },
+        FormatError::DigestMismatch {
+            expected, actual, ..
+        } => ArchiveError::Corrupt {
+            member: m.name.clone(),
+            detail: format!("digest {actual}, the index says {expected}"),
+        },
+        other => ArchiveError::Bundle(other),
+    })
+}
+
+fn fault_error(fault: LayerFault) -> ArchiveError {
+    match fault {
+        LayerFault::Corrupt { member, detail } => ArchiveError::Corrupt { member, detail },
+        LayerFault::Truncated { member } => ArchiveError::Truncated { member },
+    }
+}
+
+/// The error an `io::Error` from a checked reader carries: its fault if it has one.
+pub fn io_fault(error: io::Error, writing: &str) -> ArchiveError {
+    match LayerFault::in_io(&error) {
+        Some(LayerFault::Corrupt { member, detail }) => ArchiveError::Corrupt {
+            member: member.clone(),
+            detail: detail.clone(),
+        },
+        Some(LayerFault::Truncated { member }) => ArchiveError::Truncated {
+            member: member.clone(),
+        },
+        None => ArchiveError::Write {
+            path: writing.to_string(),
+            error,
+        },
+    }
+}
+
+/// A tar writer over any `Write`, counting bytes; plain GNU headers.
+struct TarOut<W: Write> {
+    out: W,
+    written: u64,
+}
+
+impl<W: Write> TarOut<W> {
+    fn new(out: W) -> Self {
+        TarOut { out, written: 0 }
+    }
+
+    fn error(&self, error: io::Error) -> ArchiveError {
+        io_fault(error, "the archive stream")
+    }
+
+    fn append(
+        &mut self,
+        name: &str,
+        size: u64,
+        mtime: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), ArchiveError> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).map_err(|e| self.error(e))?;
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(mtime);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        self.out
+            .write_all(h.as_bytes())
+            .map_err(|e| self.error(e))?;
+        let copied =
+            copy_in_blocks(&mut data.take(size), &mut self.out).map_err(|e| self.error(e))?;
+        if copied != size {
+            return Err(ArchiveError::Corrupt {
+                member: name.to_string(),
+                detail: format!("{copied} bytes where {size} were declared"),
+            });
+        }
+        let pad = (512 - size % 512) % 512;
+        self.out
+            .write_all(&vec![0u8; pad as usize])
+            .map_err(|e| self.error(e))?;
+        self.written += 512 + size + pad;
+        Ok(())
+    }
+
+    /// Appends a member from memory (manifests, indexes).
+    fn append_bytes(&mut self, name: &str, bytes: &[u8], mtime: u64) -> Result<(), ArchiveError> {
+        self.append(name, bytes.len() as u64, mtime, &mut &bytes[..])
+    }
+
+    fn finish(mut self) -> Result<u64, ArchiveError> {
+        self.out
+            .write_all(&[0u8; 1024])
+            .map_err(|e| self.error(e))?;
+        self.out.flush().map_err(|e| self.error(e))?;
+        Ok(self.written + 1024)
+    }
+}
+
+/// `io::copy` in 256 KiB steps rather than its 8 KiB: a layer streams through the
+/// decoder, the progress and the writer in 32× fewer calls.
+pub fn copy_in_blocks(from: &mut dyn Read, to: &mut dyn Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut copied = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        copied += n as u64;
+    }
+}
+
+/// A blob's bytes as stored, checked against its digest and size at the end: the
+/// error arrives before the last byte is handed on, so nothing unchecked is complete.
+pub struct CheckedBlob<'a> {
+    inner: Option<HashingReader<MemberReader<'a>>>,
+    member: &'a Member,
+    progress: &'a dyn Progress,
+}
+
+impl<'a> CheckedBlob<'a> {
+    pub fn new(reader: &'a BundleReader, member: &'a Member, progress: &'a dyn Progress) -> Self {
+        CheckedBlob {
+            inner: Some(HashingReader::new(reader.member_reader(member))),
+            member,
+            progress,
+        }
+    }
+}
+
+impl Read for CheckedBlob<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Ok(0);
+        };
+        let n = inner.read(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    LayerFault::Truncated {
+                        member: self.member.name.clone(),
+                    },
+                )
+            } else {
+                e
+            }
+        })?;
+        // Judged when the last byte arrives, before it is handed on: a reader that
+        // stops at the declared size (every tar writer) still gets the error.
+        if n == 0 || inner.count() >= self.member.size {
+            if let Some(done) = self.inner.take() {
+                let (digest, count) = done.finish();
+                if count != self.member.size || digest != self.member.digest {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        LayerFault::Corrupt {
+                            member: self.member.name.clone(),
+                            detail: format!(
+                                "digest {digest}, the index says {}",
+                                self.member.digest
+                            ),
+                        },
+                    ));
+                }
+            }
+        }
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}

@@ -1,0 +1,6 @@
+//! Delivering a bundle's images where they run: into an engine ([`engine`]), a registry
+//! ([`registry`]), or an archive another runtime loads ([`archive`]).
+
+pub mod archive;
+pub mod engine;
+pub mod registry;

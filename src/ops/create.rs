@@ -1,0 +1,397 @@
+//! `create`: plan the bundle from the sources' metadata (names, platforms, what is
+//! shared), check the plan (names against the reference grammar, the compose template),
+//! then stream every needed layer once into a temporary file beside the output and
+//! rename it into place.
+
+use super::RequestError;
+use crate::compose;
+use crate::docker::Endpoint;
+use crate::error::Error;
+use crate::fsutil;
+use crate::platform::Platform;
+use crate::progress::Progress;
+use crate::reference::ImageRef;
+use crate::source::{self, LayerSink, Source, SourceError, SourceRef};
+use archpack_format::digest::Digest;
+use archpack_format::{
+    BundleIndex, BundleWriter, ComposeFiles, FormatError, IndexSigner, PlannedImage, WriterOptions,
+};
+use serde::Serialize;
+use std::io::Read;
+use std::path::PathBuf;
+
+/// One source as the user gave it, with its `--name`.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub reference: SourceRef,
+    /// The source as typed, for messages and `--name` matching.
+    pub text: String,
+    /// The logical name to bundle its images under (`--name`).
+    pub name: Option<String>,
+}
+
+pub struct CreateRequest<'a> {
+    pub sources: Vec<SourceSpec>,
+    pub output: PathBuf,
+    pub force: bool,
+    /// zstd level (1–19).
+    pub level: i32,
+    /// zstd workers (the bytes do not depend on it).
+    pub threads: u32,
+    pub bundle_name: String,
+    /// Unix time of creation (SOURCE_DATE_EPOCH when set, for reproducible output).
+    pub created: u64,
+    /// Keep only these platforms (None = all the sources have whole).
+    pub platforms: Option<Vec<Platform>>,
+    pub compose: Option<ComposeFiles>,
+    pub signer: Option<&'a dyn IndexSigner>,
+    /// The engine, for engine sources.
+    pub endpoint: Endpoint,
+}
+
+/// What a source gave the bundle.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSummary {
+    pub source: String,
+    /// Platforms taken from it.
+    pub platforms: Vec<String>,
+    /// Platforms it names but does not hold whole (left out), with what is missing.
+    pub absent: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateReport {
+    pub path: PathBuf,
+    pub bundle_bytes: u64,
+    /// Uncompressed layer bytes read from the sources.
+    pub layer_bytes_in: u64,
+    pub signed: bool,
+    pub images: usize,
+    /// image × platform pairs.
+    pub image_platforms: usize,
+    pub platforms: Vec<String>,
+    pub dedup_saved_bytes: u64,
+    pub sources: Vec<SourceSummary>,
+    /// Layers that arrived before their turn (a source that streams in its own order).
+    pub layers_reordered: usize,
+    #[serde(skip)]
+    pub index: BundleIndex,
+}
+
+/// An image placed in the plan: which source image, under which logical name.
+struct Planned {
+    image: PlannedImage,
+    input: usize,
+    index_in_source: usize,
+}
+
+pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateReport, Error> {
+    fsutil::check_absent(&req.output, req.force)?;
+    let logical_names = req
+        .sources
+        .iter()
+        .map(|s| {
+            s.name
+                .as_deref()
+                .map(|n| {
+                    ImageRef::parse_tagged(n)
+                        .map(|r| r.familiar())
+                        .map_err(|e| RequestError::BadName {
+                            given: format!("{n}={}", s.text),
+                            reason: e.reason,
+                        })
+                })
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    progress.note(&format!("opening {} sources", req.sources.len()));
+    let references: Vec<SourceRef> = req.sources.iter().map(|s| s.reference.clone()).collect();
+    let mut sources = source::open_all(&references, &req.endpoint)?;
+    // open_all gives file sources in order and the engine's last; map each back.
+    let (plan, summaries) = plan(req, &sources, &logical_names)?;
+    if let Some(files) = &req.compose {
+        let planned: Vec<PlannedImage> = plan.iter().map(|p| p.image.clone()).collect();
+        compose::validate(files, &compose::Carried::from_plan(&planned))?;
+    }
+
+    let spill_dir = fsutil::parent_dir(&req.output);
+    let written = fsutil::write_atomically(&req.output, req.force, 0o644, |file| {
+        let planned: Vec<PlannedImage> = plan.iter().map(|p| p.image.clone()).collect();
+        let mut writer = BundleWriter::new(
+            file,
+            &req.output,
+            &spill_dir,
+            planned,
+            WriterOptions {
+                level: req.level,
+                threads: req.threads,
+                bundle_name: req.bundle_name.clone(),
+                created: req.created,
+                tool: crate::tool_string(),
+                compose: req.compose.clone(),
+                signer: req.signer,
+            },
+        )?;
+        let total: u64 = plan
+            .iter()
+            .map(|p| sources[p.input].images()[p.index_in_source].size_hint)
+            .sum();
+        progress.start("compressing layers", (total > 0).then_some(total));
+        // In the writer's order (platform, name), each source asked for a run of its
+        // images at a time: sources that read at random deliver in order.
+        let order: Vec<(usize, usize)> = writer
+            .plan()
+            .iter()
+            .map(|w| {
+                plan.iter()
+                    .find(|p| p.image.logical == w.logical && p.image.platform == w.platform)
+                    .map(|p| (p.input, p.index_in_source))
+                    .unwrap_or((usize::MAX, usize::MAX))
+            })
+            .collect();
+        let mut i = 0;
+        while i < order.len() {
+            let input = order[i].0;
+            let mut run = Vec::new();
+            while i < order.len() && order[i].0 == input {
+                if !run.contains(&order[i].1) {
+                    run.push(order[i].1);
+                }
+                i += 1;
+            }
+            let Some(source) = sources.get_mut(input) else {
+                continue;
+            };
+            progress.note(&format!("reading {}", source.images()[run[0]].source));
+            let mut sink = WriterSink {
+                writer: &mut writer,
+                progress,
+                error: None,
+            };
+            match source.read_layers(&run, &mut sink) {
+                Ok(()) => {}
+                Err(SourceError::Aborted) => {
+                    return Err(Error::Format(sink.error.take().unwrap_or_else(|| {
+                        FormatError::Internal("a source stopped without a reason".into())
+                    })))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        progress.finish();
+        Ok(writer.finish()?)
+    })
+    .map_err(|e| match e {
+        fsutil::AtomicError::Output(o) => Error::from(o),
+        fsutil::AtomicError::Content(e) => e,
+    })?;
+    let index = written.index;
+    let platforms = index.platforms().iter().map(|p| p.to_string()).collect();
+    Ok(CreateReport {
+        path: req.output.clone(),
+        bundle_bytes: written.bundle_bytes,
+        layer_bytes_in: written.layer_bytes_in,
+        signed: req.signer.is_some(),
+        images: index.images.len(),
+        image_platforms: index.images.iter().map(|i| i.platforms.len()).sum(),
+        platforms,
+        dedup_saved_bytes: index.size_summary().saved_bytes,
+        sources: summaries,
+        layers_reordered: written.layers_spilled,
+        index,
+    })
+}
+
+/// Which spec a source came from (open_all puts engine images last, in one source).
+fn spec_of<'a>(req: &'a CreateRequest, source: &str) -> Option<(usize, &'a SourceSpec)> {
+    req.sources
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.reference.to_string() == source)
+}
+
+/// Decides logical names, filters platforms and rejects duplicates and bad names.
+fn plan(
+    req: &CreateRequest,
+    sources: &[Box<dyn Source>],
+    logical_names: &[Option<String>],
+) -> Result<(Vec<Planned>, Vec<SourceSummary>), Error> {
+    let mut plan: Vec<Planned> = Vec::new();
+    let mut filtered_out = Vec::new();
+    let mut summaries: Vec<SourceSummary> = Vec::new();
+    for (input, source) in sources.iter().enumerate() {
+        for absent in source.absent() {
+            if req
+                .platforms
+                .as_ref()
+                .is_some_and(|keep| keep.contains(&absent.platform))
+            {
+                return Err(RequestError::PlatformIncomplete {
+                    source_ref: absent.source.clone(),
+                    platform: absent.platform.to_string(),
+                    missing: absent.missing.clone(),
+                }
+                .into());
+            }
+            summary(&mut summaries, &absent.source)
+                .absent
+                .push(format!("{} ({})", absent.platform, absent.missing));
+        }
+        for (j, image) in source.images().iter().enumerate() {
+            if let Some(keep) = &req.platforms {
+                if !keep.contains(&image.platform) {
+                    filtered_out.push(image.platform.to_string());
+                    continue;
+                }
+            }
+            let spec = spec_of(req, &image.source);
+            let given = spec.and_then(|(i, _)| logical_names[i].clone());
+            let source_tags = image
+                .names
+                .iter()
+                .map(|n| {
+                    ImageRef::parse_tagged(n)
+                        .map(|r| r.familiar())
+                        .map_err(|e| RequestError::BadSourceName {
+                            source_ref: image.source.clone(),
+                            name: n.clone(),
+                            reason: e.reason,
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let logical = match (given, source_tags.first()) {
+                (Some(n), _) => n,
+                (None, Some(tag)) => ImageRef::parse_tagged(tag)?
+                    .without_arch_suffix()
+                    .familiar(),
+                (None, None) => {
+                    return Err(RequestError::NoName {
+                        source_ref: image.source.clone(),
+                        why: no_name_reason(&image.source),
+                    }
+                    .into())
+                }
+            };
+            if let Some(other) = plan
+                .iter()
+                .find(|p| p.image.logical == logical && p.image.platform == image.platform)
+            {
+                if other.image.identity == image.identity {
+                    continue; // the same image named twice: keep one
+                }
+                return Err(RequestError::DuplicatePlatform {
+                    logical,
+                    platform: image.platform.to_string(),
+                    first: other.image.origin.clone(),
+                    second: image.source.clone(),
+                }
+                .into());
+            }
+            let taken = summary(&mut summaries, &image.source);
+            if !taken.platforms.contains(&image.platform.to_string()) {
+                taken.platforms.push(image.platform.to_string());
+            }
+            plan.push(Planned {
+                image: PlannedImage {
+                    logical,
+                    platform: image.platform.clone(),
+                    source_tags,
+                    identity: image.identity.clone(),
+                    config: image.config.clone(),
+                    diff_ids: image.diff_ids.clone(),
+                    origin: image.source.clone(),
+                },
+                input,
+                index_in_source: j,
+            });
+        }
+    }
+    if plan.is_empty() {
+        filtered_out.sort();
+        filtered_out.dedup();
+        return Err(RequestError::NoImages(if filtered_out.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ": --platform kept none of the sources' platforms ({})",
+                filtered_out.join(", ")
+            )
+        })
+        .into());
+    }
+    Ok((plan, summaries))
+}
+
+fn summary<'a>(summaries: &'a mut Vec<SourceSummary>, source: &str) -> &'a mut SourceSummary {
+    if let Some(i) = summaries.iter().position(|s| s.source == source) {
+        return &mut summaries[i];
+    }
+    summaries.push(SourceSummary {
+        source: source.to_string(),
+        platforms: Vec::new(),
+        absent: Vec::new(),
+    });
+    let last = summaries.len() - 1;
+    &mut summaries[last]
+}
+
+/// Why a source's image has no name, in words.
+fn no_name_reason(source: &str) -> String {
+    if source.starts_with("docker-daemon:") {
+        " (it was named by ID or digest, which is not a tag)".into()
+    } else if source.starts_with("oci") {
+        " (its OCI ref is a bare tag, and a directory name is never taken for one)".into()
+    } else {
+        " (it has no RepoTags)".into()
+    }
+}
+
+/// The bundle writer as a source's layer sink.
+struct WriterSink<'w, 'f, 'o> {
+    writer: &'w mut BundleWriter<'f, 'o>,
+    progress: &'w dyn Progress,
+    error: Option<FormatError>,
+}
+
+impl WriterSink<'_, '_, '_> {
+    fn abort(&mut self, e: FormatError) -> SourceError {
+        self.error = Some(e);
+        SourceError::Aborted
+    }
+}
+
+impl LayerSink for WriterSink<'_, '_, '_> {
+    fn wants(&self, diff_id: &Digest) -> bool {
+        self.writer.wants(diff_id)
+    }
+
+    fn has_size(&self, diff_id: &Digest) -> Option<u64> {
+        self.writer.taken_size(diff_id)
+    }
+
+    fn layer(
+        &mut self,
+        origin: &str,
+        expected: Option<&Digest>,
+        data: &mut dyn Read,
+    ) -> Result<(), SourceError> {
+        match self.writer.layer(origin, expected, data, self.progress) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.abort(e)),
+        }
+    }
+
+    fn config(
+        &mut self,
+        identity: &Digest,
+        origin: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), SourceError> {
+        match self.writer.config(identity, origin, bytes) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.abort(e)),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `inspect`: what a bundle holds and who signed it, read from its index alone.
+
+use crate::error::Error;
+use crate::trust::{self, TrustError, TrustStore};
+use archpack_format::BundleReader;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Who signed it, and whether that key is trusted here.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignerStatus {
+    pub key_id: String,
+    pub trusted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedPlatform {
+    pub platform: String,
+    pub image_id: String,
+    pub manifest: String,
+    pub bytes: u64,
+    pub layers: usize,
+    pub source_tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedImage {
+    pub name: String,
+    pub index: String,
+    pub platforms: Vec<InspectedPlatform>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectedCompose {
+    pub overrides: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectReport {
+    pub bundle: PathBuf,
+    pub name: String,
+    pub format: String,
+    pub tool: String,
+    pub created: String,
+    pub bytes: u64,
+    pub signed: bool,
+    pub signer: Option<SignerStatus>,
+    pub shared_bytes: u64,
+    pub dedup_saved_bytes: u64,
+    pub platforms: Vec<String>,
+    pub images: Vec<InspectedImage>,
+    pub compose: Option<InspectedCompose>,
+}
+
+pub fn inspect(path: &Path, trust: &TrustStore) -> Result<InspectReport, Error> {
+    let reader = BundleReader::open(path)?;
+    let index = &reader.index;
+    let sizes = index.size_summary();
+    Ok(InspectReport {
+        bundle: reader.path.clone(),
+        name: index.name.clone(),
+        format: index.format.clone(),
+        tool: index.tool.clone(),
+        created: index.created.clone(),
+        bytes: reader.file_len,
+        signed: reader.signature.is_some(),
+        signer: signer_status(&reader, trust),
+        shared_bytes: sizes.shared_bytes,
+        dedup_saved_bytes: sizes.saved_bytes,
+        platforms: index.platforms().iter().map(|p| p.to_string()).collect(),
+        images: index
+            .images
+            .iter()
+            .map(|image| InspectedImage {
+                name: image.name.clone(),
+                index: image.index.to_string(),
+                platforms: image
+                    .platforms
+                    .iter()
+                    .map(|p| InspectedPlatform {
+                        platform: p.platform.to_string(),
+                        image_id: p.config.to_string(),
+                        manifest: p.manifest.to_string(),
+                        bytes: index.entry_bytes(p),
+                        layers: p.layers.len(),
+                        source_tags: p.source_tags.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        compose: index.compose.as_ref().map(|c| InspectedCompose {
+            overrides: c.overrides.keys().cloned().collect(),
+        }),
+    })
+}
+
+fn signer_status(reader: &BundleReader, store: &TrustStore) -> Option<SignerStatus> {
+    let sig = reader.signature.as_deref()?;
+    let key_id = trust::signer_key_id(sig).unwrap_or_else(|| "unreadable".into());
+    Some(
+        match trust::check(&reader.index_bytes, Some(sig), store, false) {
+            Ok(_) => SignerStatus {
+                key_id,
+                trusted: true,
+                error: None,
+            },
+            Err(TrustError::Untrusted { .. }) => SignerStatus {
+                key_id,
+                trusted: false,
+                error: None,
+            },
+            Err(e) => SignerStatus {
+                key_id,
+                trusted: false,
+                error: Some(e.to_string()),
+            },
+        },
+    )
+}

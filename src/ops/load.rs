@@ -1,0 +1,142 @@
+//! `load`: verify, decide the platform, plan against what the engine has, stream only
+//! what is missing, tag and prove the result; optionally write and start the compose
+//! file for this host.
+
+use super::{decide_platform, open_bundle, BundleInput, Signature, TrustPolicy};
+use crate::compose::ServiceState;
+use crate::deliver::engine as deliver;
+use crate::docker::{Endpoint, Engine};
+use crate::error::Error;
+use crate::platform::probe::DecidedBy;
+use crate::platform::{select, Platform};
+use crate::progress::Progress;
+use crate::{fsutil, ops};
+use serde::Serialize;
+use std::path::PathBuf;
+
+pub struct LoadRequest {
+    pub bundle: BundleInput,
+    pub trust: TrustPolicy,
+    pub endpoint: Endpoint,
+    /// Load this platform instead of the detected one.
+    pub platform: Option<Platform>,
+    /// Only these images (logical names); all when empty.
+    pub images: Vec<String>,
+    pub dry_run: bool,
+    /// Write the compose file for this host here.
+    pub compose_out: Option<PathBuf>,
+    pub force: bool,
+    /// Start the services and wait this many seconds for them to be healthy.
+    pub up_timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadedImage {
+    pub name: String,
+    pub platform: String,
+    /// The config digest: the image ID on the classic store.
+    pub image_id: String,
+    /// `already present`, `would load`, `loaded`.
+    pub status: String,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadReport {
+    pub platform: String,
+    pub decided_by: DecidedBy,
+    pub dry_run: bool,
+    /// Who signed the bundle, in words.
+    pub signer: String,
+    pub signature: Signature,
+    pub images: Vec<LoadedImage>,
+    pub bytes_to_send: u64,
+    pub archive_bytes_sent: u64,
+    pub layers_to_send: usize,
+    pub layers_present: usize,
+    pub bundle_bytes_read: u64,
+    /// Why every layer of a missing image is sent, when the engine needs that.
+    pub full_uploads: Option<String>,
+    pub free_space: Option<u64>,
+    pub space_needed: u64,
+    pub engine_root: Option<String>,
+    pub compose_file: Option<PathBuf>,
+    pub services: Option<Vec<ServiceState>>,
+}
+
+pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Error> {
+    let (reader, signature) = open_bundle(&req.bundle, &req.trust)?;
+    let engine = Engine::connect(&req.endpoint)?;
+    let (_, decision) = decide_platform(req.platform.as_ref(), Some(&engine), &req.endpoint)?;
+    let selected = select(&reader.index, &decision, &req.images)?;
+    // Every name is checked before a byte is sent: a bundle may carry one no engine takes.
+    crate::deliver::archive::checked_tags(&selected)
+        .map_err(crate::deliver::engine::LoadError::from)?;
+    // The compose file is rendered before anything is sent: its errors come first.
+    let compose_text = match &req.compose_out {
+        Some(path) => {
+            fsutil::check_absent(path, req.force)?;
+            Some(ops::compose::render_for(&reader, &selected)?)
+        }
+        None => None,
+    };
+    let state = deliver::engine_state(&engine)?;
+    let plan = deliver::plan(&reader, &selected, &state)?;
+    deliver::check_space(&plan, &state)?;
+    let mut sent = 0;
+    if !req.dry_run {
+        sent = deliver::send(&engine, &reader, &selected, &plan, progress)?;
+        deliver::tag_and_check(&engine, &selected)?;
+    }
+    let mut compose_file = None;
+    let mut services = None;
+    if let (Some(path), Some(text), false) = (&req.compose_out, &compose_text, req.dry_run) {
+        fsutil::write_bytes(path, text.as_bytes(), req.force, 0o644)?;
+        progress.note(&format!("wrote {}", path.display()));
+        compose_file = Some(path.clone());
+        if let Some(timeout) = req.up_timeout {
+            let project = crate::compose::project_name(&reader.index.name);
+            progress.note(&format!(
+                "starting the services of {} and waiting until healthy",
+                path.display()
+            ));
+            services = Some(crate::compose::up(path, &project, timeout, &req.endpoint)?);
+        }
+    }
+    let images = selected
+        .iter()
+        .map(|s| LoadedImage {
+            name: s.image.name.clone(),
+            platform: s.entry.platform.to_string(),
+            image_id: s.entry.config.to_string(),
+            status: match (plan.skip.images.contains(&s.entry.config), req.dry_run) {
+                (true, _) => "already present",
+                (false, true) => "would load",
+                (false, false) => "loaded",
+            }
+            .to_string(),
+            tags: s.tags(),
+        })
+        .collect();
+    Ok(LoadReport {
+        platform: decision.platform.to_string(),
+        decided_by: decision.decided_by,
+        dry_run: req.dry_run,
+        signer: signature.to_string(),
+        signature,
+        images,
+        bytes_to_send: plan.bytes_to_send,
+        archive_bytes_sent: sent,
+        layers_to_send: plan.layers_to_send,
+        layers_present: plan.layers_present,
+        bundle_bytes_read: reader.bytes_read(),
+        full_uploads: state.full_uploads.clone(),
+        free_space: plan.free_space,
+        space_needed: deliver::space_needed(&plan),
+        engine_root: state.root_dir.clone(),
+        compose_file,
+        services,
+    })
+}

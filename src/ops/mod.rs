@@ -1,0 +1,176 @@
+//! The use-cases: each takes a resolved request (the CLI resolved paths, the engine
+//! endpoint, the trust store and the platform once) and returns a typed, serialisable
+//! report, or an [`Error`](crate::Error) whose exit code says what kind of failure it was.
+//! Nothing here reads the environment or prints.
+
+pub mod compose;
+pub mod create;
+pub mod extract;
+pub mod inspect;
+pub mod keygen;
+pub mod load;
+pub mod platform;
+pub mod push;
+pub mod verify;
+
+use crate::docker::{Endpoint, Engine};
+use crate::error::Error;
+use crate::platform::probe::{self, Decision, ProbeInputs};
+use crate::platform::Platform;
+use crate::trust::{TrustGate, TrustStore, Verdict};
+use archpack_format::BundleReader;
+use serde::Serialize;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A request that names something that is not there, or cannot be.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{source_ref}: the image has no name to bundle it by{why}; give it one with --name NAME:TAG={source_ref}")]
+    NoName { source_ref: String, why: String },
+    #[error("--name {given:?}: {reason}")]
+    BadName { given: String, reason: String },
+    #[error("--name {0:?}: expected NAME:TAG=SOURCE")]
+    NameWithoutSource(String),
+    #[error("--name {given:?}: {source_ref:?} is not one of the sources given")]
+    NameForNoSource { given: String, source_ref: String },
+    #[error("{source_ref}: it names the image {name:?}, which is not a valid image reference: {reason}; give it a valid name with --name NAME:TAG={source_ref}")]
+    BadSourceName {
+        source_ref: String,
+        name: String,
+        reason: String,
+    },
+    #[error("{logical} for {platform} comes from two sources: {first} and {second}; drop one, or give one another name with --name NAME=SOURCE")]
+    DuplicatePlatform {
+        logical: String,
+        platform: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "{source_ref}: {platform} was asked for with --platform but is not there whole ({missing})"
+    )]
+    PlatformIncomplete {
+        source_ref: String,
+        platform: String,
+        missing: String,
+    },
+    #[error("no images to bundle{0}")]
+    NoImages(String),
+    #[error("--compose-override {0:?}: expected PLATFORM=FILE")]
+    BadOverride(String),
+    #[error("--compose-override needs --compose (the template it overrides)")]
+    OverrideWithoutTemplate,
+    #[error("SOURCE_DATE_EPOCH={0:?} is not a Unix time in seconds")]
+    BadSourceDateEpoch(String),
+    #[error("reading {what} {path}: {error}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// Where a bundle is read from.
+#[derive(Debug, Clone)]
+pub enum BundleInput {
+    File(PathBuf),
+    /// A stream (`-`: standard input), read strictly forward.
+    Stdin,
+}
+
+impl BundleInput {
+    /// `-` is standard input.
+    pub fn from_arg(path: &Path) -> BundleInput {
+        if path.as_os_str() == "-" {
+            BundleInput::Stdin
+        } else {
+            BundleInput::File(path.to_path_buf())
+        }
+    }
+}
+
+/// Which signers to trust.
+pub struct TrustPolicy {
+    pub store: TrustStore,
+    pub allow_unsigned: bool,
+}
+
+/// Who signed a bundle, as a report says it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "status")]
+pub enum Signature {
+    /// Signed by a key trusted here.
+    Trusted {
+        key_id: String,
+        trusted_via: PathBuf,
+    },
+    /// Accepted without a signature because `--allow-unsigned` was given.
+    UnsignedAllowed,
+    /// Not checked (`inspect` without a decision).
+    NotChecked,
+}
+
+impl std::fmt::Display for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Signature::Trusted {
+                key_id,
+                trusted_via,
+            } => write!(
+                f,
+                "signed by key {key_id} (trusted via {})",
+                trusted_via.display()
+            ),
+            Signature::UnsignedAllowed => f.write_str("unsigned (allowed)"),
+            Signature::NotChecked => f.write_str("signature not checked"),
+        }
+    }
+}
+
+/// Opens a bundle after the trust decision (the signature is judged on the raw index
+/// bytes before anything else is read or parsed).
+pub fn open_bundle(
+    input: &BundleInput,
+    trust: &TrustPolicy,
+) -> Result<(BundleReader, Signature), Error> {
+    let gate = TrustGate::new(&trust.store, trust.allow_unsigned);
+    let reader = match input {
+        BundleInput::File(path) => BundleReader::open_checked(path, &gate)?,
+        BundleInput::Stdin => {
+            let stdin: Box<dyn Read + Send> =
+                Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()));
+            BundleReader::open_stream(stdin, Path::new("(stdin)"), &gate)?
+        }
+    };
+    let signature = match gate.verdict() {
+        Some(Verdict::Trusted { key_id, source, .. }) => Signature::Trusted {
+            key_id,
+            trusted_via: source,
+        },
+        Some(Verdict::UnsignedAllowed) => Signature::UnsignedAllowed,
+        None => Signature::NotChecked,
+    };
+    Ok((reader, signature))
+}
+
+/// The platform decision: `--platform` as given, or probed (asking `engine` when there
+/// is one, else connecting to `endpoint` if it answers).
+pub fn decide_platform(
+    forced: Option<&Platform>,
+    engine: Option<&Engine>,
+    endpoint: &Endpoint,
+) -> Result<(Option<ProbeInputs>, Decision), Error> {
+    if let Some(p) = forced {
+        return Ok((None, probe::forced(p)));
+    }
+    let inputs = match engine {
+        Some(e) => probe::collect_with_engine(Ok(e)),
+        None => {
+            let connected = Engine::connect(endpoint);
+            probe::collect_with_engine(connected.as_ref().map_err(|e| e.to_string()))
+        }
+    };
+    let decision = probe::decide(&inputs).map_err(crate::platform::PlatformChoiceError::from)?;
+    Ok((Some(inputs), decision))
+}

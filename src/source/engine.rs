@@ -1,0 +1,290 @@
+//! Images in the local engine (`docker-daemon:NAME:TAG` or bare `NAME:TAG`).
+//!
+//! Planning uses `inspect` (platform, diff_ids, image ID). Each image is then exported
+//! on its own (`docker save NAME`), in the order the bundle stores them, so what a bundle
+//! holds never depends on how the engine happens to order a multi-image export.
+//!
+//! What an export holds depends on the engine: Docker 20.10 names layers by v1 IDs
+//! (identified here by their content hash), Docker 25+ adds an OCI layout whose layer
+//! blobs are named by digest (identified by name), and the containerd image store keeps
+//! compressed blobs and reports the *manifest* digest as the image ID. So the config is
+//! found by what the image says — the ID is the config (classic store) or the manifest
+//! that names it (containerd store) — and checked against the layers `inspect` lists.
+
+use super::container::{decompress, read_up_to, Compression};
+use super::{familiar_name, LayerSink, Source, SourceError, SourceImage, MAX_METADATA_MEMBER};
+use crate::digest::{Digest, HashingReader};
+use crate::docker::{Endpoint, Engine};
+use crate::platform::Platform;
+use crate::reference::ImageRef;
+use oci_spec::image::{ImageIndex, ImageManifest};
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
+
+/// JSON members kept from one export (manifests, configs, indexes): bounded.
+const MAX_EXPORT_METADATA: u64 = 64 << 20;
+
+pub struct EngineSource {
+    engine: Engine,
+    references: Vec<String>,
+    images: Vec<SourceImage>,
+    /// The containerd image store: image IDs are manifest (or index) digests.
+    containerd_store: bool,
+}
+
+impl EngineSource {
+    pub fn connect(endpoint: &Endpoint) -> Result<EngineSource, SourceError> {
+        let engine = Engine::connect(endpoint)?;
+        let containerd_store = crate::docker::uses_containerd_store(&engine)?;
+        Ok(EngineSource {
+            engine,
+            references: Vec::new(),
+            images: Vec::new(),
+            containerd_store,
+        })
+    }
+
+    /// Adds an engine image (by name or ID), described by `inspect`.
+    pub fn add(&mut self, reference: &str, label: String) -> Result<(), SourceError> {
+        let engine = &self.engine;
+        let image_err = |detail: String| SourceError::EngineImage {
+            what: format!("{label} (the engine at {})", engine.host),
+            detail,
+        };
+        let inspect = engine
+            .runtime
+            .block_on(engine.client.inspect_image(reference))
+            .map_err(|e| image_err(e.to_string()))?;
+        let id = inspect.id.clone().unwrap_or_default();
+        let identity: Digest = id
+            .parse()
+            .map_err(|e| image_err(format!("image ID {id:?}: {e}")))?;
+        let (Some(os), Some(arch)) = (inspect.os.as_deref(), inspect.architecture.as_deref())
+        else {
+            return Err(SourceError::NoPlatform {
+                what: label,
+                detail: "the engine reports no os/architecture".into(),
+            });
+        };
+        let platform = Platform::new(os, arch, inspect.variant.as_deref());
+        let diff_ids = inspect
+            .root_fs
+            .and_then(|r| r.layers)
+            .unwrap_or_default()
+            .iter()
+            .map(|d| d.parse::<Digest>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| SourceError::BadDigest {
+                what: label.clone(),
+                error,
+            })?;
+        // Only the name asked for travels: tags the image also has here stay here.
+        let names = match ImageRef::parse(reference) {
+            Ok(r) if r.digest().is_none() => vec![familiar_name(reference)],
+            _ => Vec::new(),
+        };
+        self.images.push(SourceImage {
+            source: label,
+            names,
+            platform,
+            config: (!self.containerd_store).then(|| identity.clone()),
+            identity,
+            config_bytes: None,
+            diff_ids,
+            size_hint: inspect.size.unwrap_or(0).max(0) as u64,
+        });
+        self.references.push(reference.to_string());
+        Ok(())
+    }
+
+    /// One image's export, streamed into `sink`. Layers whose size equals one `sink`
+    /// already has are only hashed, not compressed again (an image re-sends the base it
+    /// shares with one exported before); if such a hash turns out to be a layer still
+    /// needed, the export is asked for again without that shortcut.
+    fn export(
+        &self,
+        i: usize,
+        sink: &mut dyn LayerSink,
+        no_shortcut: &HashSet<u64>,
+    ) -> Result<Exported, SourceError> {
+        let image = &self.images[i];
+        let label = format!("{} (the engine at {})", image.source, self.engine.host);
+        let engine_err = |e: io::Error| SourceError::EngineImage {
+            what: label.clone(),
+            detail: format!("reading its export: {e}"),
+        };
+        let stream = Box::pin(self.engine.client.export_image(&self.references[i]));
+        let reader = crate::bridge::blocking_reader(stream, self.engine.runtime.handle().clone());
+        let mine: HashSet<&Digest> = image.diff_ids.iter().collect();
+        let taken_sizes: HashMap<u64, &Digest> = image
+            .diff_ids
+            .iter()
+            .filter_map(|d| sink.has_size(d).map(|s| (s, d)))
+            .collect();
+        let mut json: HashMap<Digest, Vec<u8>> = HashMap::new();
+        let mut json_bytes = 0u64;
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive.entries().map_err(engine_err)? {
+            let mut entry = entry.map_err(engine_err)?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let name = entry
+                .path()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let size = entry.size();
+            let origin = format!("{label}:{name}");
+            // Docker 25+ names uncompressed layers by their diff_id.
+            if let Some(d) = blob_digest(&name).filter(|d| mine.contains(d)) {
+                if sink.wants(&d) {
+                    sink.layer(&origin, Some(&d), &mut entry)?;
+                }
+                continue;
+            }
+            let mut head = [0u8; 4];
+            let n = read_up_to(&mut entry, &mut head).map_err(engine_err)?;
+            let head = &head[..n];
+            if size <= MAX_METADATA_MEMBER && head.first() == Some(&b'{') {
+                let mut bytes = head.to_vec();
+                entry.read_to_end(&mut bytes).map_err(engine_err)?;
+                if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() {
+                    json_bytes += bytes.len() as u64;
+                    if json_bytes > MAX_EXPORT_METADATA {
+                        return Err(engine_err(io::Error::other(
+                            "more than 64 MiB of JSON metadata",
+                        )));
+                    }
+                    json.insert(Digest::of(&bytes), bytes);
+                    continue;
+                }
+                sink.layer(&origin, None, &mut &bytes[..])?;
+                continue;
+            }
+            if name == "repositories" || name.ends_with("VERSION") || name == "oci-layout" {
+                continue;
+            }
+            let mut data = head.chain(&mut entry);
+            let plain = Compression::sniff(head) == Compression::None;
+            if let Some(&known) = taken_sizes
+                .get(&size)
+                .filter(|_| plain && !no_shortcut.contains(&size))
+            {
+                let mut hashing = HashingReader::new(&mut data);
+                io::copy(&mut hashing, &mut io::sink()).map_err(engine_err)?;
+                let (digest, _) = hashing.finish();
+                if digest == *known || !sink.wants(&digest) {
+                    continue;
+                }
+                return Ok(Exported::Retry(size));
+            }
+            let mut layer = decompress(data).map_err(engine_err)?;
+            sink.layer(&origin, None, &mut layer)?;
+        }
+        if let Some(missing) = image.diff_ids.iter().find(|d| sink.wants(d)) {
+            return Err(SourceError::EngineImage {
+                what: label,
+                detail: format!("its export did not carry layer {missing}"),
+            });
+        }
+        let config = self
+            .find_config(image, &json)
+            .map_err(|detail| SourceError::EngineImage {
+                what: label.clone(),
+                detail,
+            })?;
+        sink.config(&image.identity, &label, config)?;
+        Ok(Exported::Done)
+    }
+
+    /// The config an image's own documents name: the image ID itself (classic store) or
+    /// the one its manifest names (containerd store; an index first picks the manifest
+    /// of the image's platform). It must list exactly the layers `inspect` reported.
+    fn find_config(
+        &self,
+        image: &SourceImage,
+        json: &HashMap<Digest, Vec<u8>>,
+    ) -> Result<Vec<u8>, String> {
+        let mut digest = image.identity.clone();
+        for _ in 0..4 {
+            let bytes = json
+                .get(&digest)
+                .ok_or_else(|| format!("its export does not hold {digest}, which it names"))?;
+            if let Ok(facts) = archpack_format::config_facts(bytes) {
+                if facts.diff_ids != image.diff_ids {
+                    return Err(format!(
+                        "its config {digest} lists {} layers, `inspect` {}",
+                        facts.diff_ids.len(),
+                        image.diff_ids.len()
+                    ));
+                }
+                return Ok(bytes.clone());
+            }
+            if let Ok(index) = serde_json::from_slice::<ImageIndex>(bytes) {
+                let chosen = index
+                    .manifests()
+                    .iter()
+                    .find(|m| {
+                        m.platform().as_ref().is_some_and(|p| {
+                            Platform::new(
+                                &p.os().to_string(),
+                                &p.architecture().to_string(),
+                                p.variant().as_deref(),
+                            ) == image.platform
+                        })
+                    })
+                    .ok_or_else(|| {
+                        format!("its index {digest} has no manifest for {}", image.platform)
+                    })?;
+                digest = Digest::from_oci(chosen.digest()).map_err(|e| e.to_string())?;
+                continue;
+            }
+            if let Ok(manifest) = serde_json::from_slice::<ImageManifest>(bytes) {
+                digest = Digest::from_oci(manifest.config().digest()).map_err(|e| e.to_string())?;
+                continue;
+            }
+            return Err(format!(
+                "{digest} is neither an image config nor a manifest"
+            ));
+        }
+        Err("its documents nest too deeply".into())
+    }
+}
+
+enum Exported {
+    Done,
+    /// A layer of this size was hashed on the shortcut but is needed: export again.
+    Retry(u64),
+}
+
+/// `blobs/sha256/<hex>` → the digest.
+fn blob_digest(name: &str) -> Option<Digest> {
+    name.strip_prefix("blobs/sha256/")
+        .and_then(|hex| Digest::from_hex(hex).ok())
+}
+
+impl Source for EngineSource {
+    fn images(&self) -> &[SourceImage] {
+        &self.images
+    }
+
+    fn read_layers(
+        &mut self,
+        which: &[usize],
+        sink: &mut dyn LayerSink,
+    ) -> Result<(), SourceError> {
+        for &i in which {
+            let mut no_shortcut = HashSet::new();
+            // Each retry turns one more size's shortcut off: bounded by the layer count.
+            for _ in 0..=self.images[i].diff_ids.len() {
+                match self.export(i, sink, &no_shortcut)? {
+                    Exported::Done => break,
+                    Exported::Retry(size) => {
+                        no_shortcut.insert(size);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
