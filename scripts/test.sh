@@ -32,6 +32,8 @@ for image in svc-amd64 svc-arm64 other-amd64 other-arm64; do
   docker load -q -i "$fixtures/$image.tar" >/dev/null
 done
 export ARCHPACK_FIXTURES="$fixtures"
+# Every test runs here: one that finds something missing fails instead of skipping.
+export ARCHPACK_TEST_STRICT=1
 export ARCHPACK_TEST_DOCKER_HOST="$DOCKER_HOST"
 unset DOCKER_HOST
 

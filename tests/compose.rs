@@ -143,6 +143,9 @@ volumes:
 
 #[test]
 fn generated_files_mean_what_compose_merges_mean() {
+    if skip(&[Need::Fixtures, Need::Tool("docker-compose")]) {
+        return;
+    }
     for (what, template, arm) in CASES {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -194,6 +197,9 @@ fn generated_files_mean_what_compose_merges_mean() {
 
 #[test]
 fn templates_are_checked_at_create() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cases = [
@@ -239,6 +245,13 @@ fn templates_are_checked_at_create() {
 
 #[test]
 fn load_writes_the_file_and_up_reaches_healthy() {
+    if skip(&[
+        Need::Fixtures,
+        Need::OwnEngine,
+        Need::Tool("docker-compose"),
+    ]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -279,6 +292,38 @@ fn load_writes_the_file_and_up_reaches_healthy() {
     let ps = engine.docker(&["ps", "--format", "{{.Image}} {{.Status}}"]);
     let ps = String::from_utf8_lossy(&ps.stdout);
     assert!(ps.contains("svc:v1.0") && ps.contains("healthy"), "{ps}");
+
+    // --json --up: the report alone on stdout, the services in it.
+    let out = engine
+        .archpack()
+        .args([
+            "load",
+            "--json",
+            "--allow-unsigned",
+            "--up",
+            "--up-timeout",
+            "120",
+            "--force",
+            "--compose-out",
+        ])
+        .arg(&out_file)
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(report["services"][0]["service"], "svc");
+    assert_eq!(report["services"][0]["health"], "healthy");
+    assert_eq!(report["images"][0]["status"], "already present");
 
     // An existing compose file is not replaced without --force, before any load.
     engine

@@ -40,6 +40,9 @@ fn crafted_tar(path: &Path, kind: tar::EntryType, name: &str, claimed: u64, data
 
 #[test]
 fn outer_tar_abuse_is_rejected_before_anything_is_used() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cases: Vec<(&str, tar::EntryType, &str, u64, &str)> = vec![
@@ -132,27 +135,6 @@ fn outer_tar_abuse_is_rejected_before_anything_is_used() {
     }
 }
 
-/// Rewrites an (unsigned) bundle's index in place, keeping its reserved size.
-fn rewrite_index(bundle: &Path, change: impl FnOnce(&mut Value)) {
-    let mut bytes = std::fs::read(bundle).unwrap();
-    let size = usize::from_str_radix(
-        std::str::from_utf8(&bytes[124..135])
-            .unwrap()
-            .trim_matches(char::from(0))
-            .trim(),
-        8,
-    )
-    .unwrap();
-    let mut index: Value = serde_json::from_slice(&bytes[512..512 + size]).unwrap();
-    change(&mut index);
-    let mut text = serde_json::to_vec(&index).unwrap();
-    assert!(text.len() < size, "rewritten index does not fit");
-    text.resize(size - 1, b' ');
-    text.push(b'\n');
-    bytes[512..512 + size].copy_from_slice(&text);
-    std::fs::write(bundle, bytes).unwrap();
-}
-
 fn fresh_bundle(dir: &Path) -> PathBuf {
     let bundle = dir.join("b.archpack");
     std::fs::remove_file(&bundle).ok();
@@ -183,6 +165,9 @@ fn first_layer(index: &mut Value) -> &mut Value {
 
 #[test]
 fn crafted_indexes_are_rejected_and_extract_never_writes_elsewhere() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     type Change = Box<dyn Fn(&mut Value)>;
@@ -289,6 +274,9 @@ fn crafted_indexes_are_rejected_and_extract_never_writes_elsewhere() {
 
 #[test]
 fn a_layer_that_decompresses_past_its_declared_size_is_stopped() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let bundle = fresh_bundle(dir.path());
     rewrite_index(&bundle, |i| {
@@ -316,6 +304,9 @@ fn a_layer_that_decompresses_past_its_declared_size_is_stopped() {
 
 #[test]
 fn oversized_compose_files_are_refused_before_parsing() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let huge = d.join("huge.yaml");
@@ -341,6 +332,9 @@ fn oversized_compose_files_are_refused_before_parsing() {
 
 #[test]
 fn disk_full_during_create_is_a_clear_error_and_leaves_nothing() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let small = dir.path().join("small");
     std::fs::create_dir(&small).unwrap();
@@ -374,6 +368,9 @@ fn disk_full_during_create_is_a_clear_error_and_leaves_nothing() {
 
 #[test]
 fn an_engine_killed_mid_load_fails_clearly_and_a_rerun_completes() {
+    if skip(&[Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     // A 160 MiB layer keeps the upload going long enough to kill the engine under it.
@@ -446,6 +443,9 @@ fn an_engine_killed_mid_load_fails_clearly_and_a_rerun_completes() {
 
 #[test]
 fn truncation_anywhere_is_called_truncated_and_loads_nothing() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fresh_bundle(dir.path());
@@ -500,6 +500,9 @@ fn truncation_anywhere_is_called_truncated_and_loads_nothing() {
 /// engine, which must refuse it; nothing is tagged and the exit code says integrity.
 #[test]
 fn a_layer_unlike_its_configs_diff_id_is_refused_by_the_engine() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fresh_bundle(dir.path());
@@ -591,4 +594,116 @@ fn a_layer_unlike_its_configs_diff_id_is_refused_by_the_engine() {
         "tagged after a refused load: {:?}",
         engine.tags()
     );
+}
+
+#[test]
+fn a_member_claiming_more_than_its_kind_allows_is_refused_the_same_from_a_file_and_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in [
+        "config",
+        "manifest",
+        "image-index",
+        "oci-layout",
+        "oci-index",
+    ] {
+        let bundle = synthetic_bundle(dir.path());
+        // Moved past everything else, as the last member, so that only its claimed size
+        // is wrong: a stream has no file length to catch it.
+        rewrite_index(&bundle, |index| {
+            let members = index["members"].as_array_mut().unwrap();
+            let at = members.iter().position(|m| m["kind"] == kind).unwrap();
+            let mut member = members.remove(at);
+            let last = members.last().unwrap();
+            let end = last["offset"].as_u64().unwrap() + last["size"].as_u64().unwrap();
+            member["offset"] = (end.div_ceil(512) * 512 + 512).into();
+            member["size"] = (1u64 << 50).into();
+            members.push(member);
+        });
+        let out = dir.path().join("out.tar");
+        let from_file = refused(
+            archpack()
+                .args([
+                    "extract",
+                    "--allow-unsigned",
+                    "--platform",
+                    "linux/amd64",
+                    "-o",
+                ])
+                .arg(&out)
+                .arg(&bundle),
+            3,
+            "over the",
+        );
+        let piped = refused(
+            archpack()
+                .args([
+                    "extract",
+                    "-",
+                    "--allow-unsigned",
+                    "--platform",
+                    "linux/amd64",
+                    "-o",
+                ])
+                .arg(&out)
+                .pipe_stdin(&bundle)
+                .unwrap(),
+            3,
+            "over the",
+        );
+        assert!(from_file.contains(kind), "{kind}: {from_file}");
+        assert!(piped.contains(kind), "{kind}: {piped}");
+        assert!(!out.exists());
+        refused(
+            archpack().args(["verify", "--allow-unsigned"]).arg(&bundle),
+            3,
+            "over the",
+        );
+    }
+}
+
+/// `--image` names that are not in the bundle are refused by name, by every command
+/// that takes them, before anything is contacted.
+#[test]
+fn an_image_the_bundle_lacks_is_named_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = synthetic_bundle(dir.path());
+    let out = dir.path().join("x.tar");
+    for args in [
+        vec![
+            "push",
+            "--allow-unsigned",
+            "--insecure",
+            "127.0.0.1:9",
+            "--image",
+            "TYPO",
+        ],
+        vec![
+            "extract",
+            "--allow-unsigned",
+            "--platform",
+            "linux/amd64",
+            "--image",
+            "TYPO",
+            "-o",
+        ],
+        vec![
+            "load",
+            "--allow-unsigned",
+            "--platform",
+            "linux/amd64",
+            "--image",
+            "TYPO",
+        ],
+    ] {
+        let mut cmd = archpack();
+        cmd.args(&args[..1]);
+        if args[0] == "extract" {
+            cmd.args(&args[1..]).arg(&out).arg(&bundle);
+        } else {
+            cmd.arg(&bundle).args(&args[1..]);
+        }
+        let stderr = refused(&mut cmd, 1, "no image named \"TYPO\"");
+        assert!(stderr.contains("app:1"), "{}: {stderr}", args[0]);
+    }
+    assert!(!out.exists());
 }

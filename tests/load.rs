@@ -40,6 +40,9 @@ fn statuses(v: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn load_on_an_empty_engine_then_reload_sends_nothing() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
@@ -119,6 +122,9 @@ fn load_on_an_empty_engine_then_reload_sends_nothing() {
 
 #[test]
 fn a_partial_earlier_load_is_completed_with_only_the_missing_layers() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
@@ -140,6 +146,9 @@ fn a_partial_earlier_load_is_completed_with_only_the_missing_layers() {
 
 #[test]
 fn two_loads_of_the_same_bundle_at_once_both_end_correct() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
@@ -179,6 +188,9 @@ fn two_loads_of_the_same_bundle_at_once_both_end_correct() {
 
 #[test]
 fn platform_override_loads_arm64_on_this_host_and_reads_only_its_bytes() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
@@ -228,6 +240,9 @@ fn platform_override_loads_arm64_on_this_host_and_reads_only_its_bytes() {
 
 #[test]
 fn a_bundle_without_the_host_platform_is_refused_with_nothing_loaded() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &["--platform", "linux/s390x,linux/arm64"]);
@@ -287,6 +302,9 @@ fn corrupt_layer_of(bundle: &Path, arch: &str) -> String {
 
 #[test]
 fn a_corrupt_layer_of_the_chosen_platform_is_refused_and_nothing_is_tagged() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
@@ -306,6 +324,9 @@ fn a_corrupt_layer_of_the_chosen_platform_is_refused_and_nothing_is_tagged() {
 
 #[test]
 fn a_corrupt_layer_of_another_platform_is_never_read_but_verify_catches_it() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
@@ -327,6 +348,9 @@ fn a_corrupt_layer_of_another_platform_is_never_read_but_verify_catches_it() {
 
 #[test]
 fn a_stopped_engine_is_a_clear_error() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     engine.stop();
     let dir = tempfile::tempdir().unwrap();
@@ -342,6 +366,14 @@ fn a_stopped_engine_is_a_clear_error() {
 
 #[test]
 fn extracted_archives_load_into_docker_and_read_in_skopeo() {
+    if skip(&[
+        Need::Tool("skopeo"),
+        Need::Tool("ctr"),
+        Need::Fixtures,
+        Need::OwnEngine,
+    ]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
@@ -455,6 +487,9 @@ fn extracted_archives_load_into_docker_and_read_in_skopeo() {
 
 #[test]
 fn load_reads_a_bundle_from_stdin_and_refuses_a_truncated_stream() {
+    if skip(&[Need::Fixtures, Need::OwnEngine]) {
+        return;
+    }
     let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);

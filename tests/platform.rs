@@ -7,6 +7,9 @@ use predicates::prelude::*;
 
 #[test]
 fn the_engine_decides_when_it_is_reachable() {
+    if skip(&[Need::SharedEngine]) {
+        return;
+    }
     let out = archpack_engine()
         .args(["platform", "--json"])
         .output()
@@ -43,6 +46,9 @@ fn without_an_engine_the_userland_decides_and_says_why_the_engine_was_not_asked(
 
 #[test]
 fn bundle_choice_and_override() {
+    if skip(&[Need::Fixtures, Need::SharedEngine]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("b.archpack");
     archpack()

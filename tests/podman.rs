@@ -63,6 +63,9 @@ impl Drop for PodmanService {
 
 #[test]
 fn podman_loads_partially_present_bundles_with_full_archives() {
+    if skip(&[Need::Fixtures, Need::OwnEngine, Need::Tool("podman")]) {
+        return;
+    }
     let podman = PodmanService::start();
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);

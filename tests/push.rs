@@ -133,6 +133,17 @@ fn report(a: &assert_cmd::assert::Assert) -> Value {
 
 #[test]
 fn pushed_indexes_are_complete_and_pull_to_the_same_image_ids() {
+    if skip(&[
+        Need::OwnEngine,
+        Need::Fixtures,
+        Need::Tool("docker-registry"),
+        Need::Tool("skopeo"),
+        Need::Tool("python3"),
+        Need::Tool("openssl"),
+        Need::Tool("htpasswd"),
+    ]) {
+        return;
+    }
     let registry = Registry::start(None);
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
@@ -232,6 +243,16 @@ fn pushed_indexes_are_complete_and_pull_to_the_same_image_ids() {
 
 #[test]
 fn basic_auth_with_good_bad_and_stored_credentials() {
+    if skip(&[
+        Need::Fixtures,
+        Need::Tool("docker-registry"),
+        Need::Tool("skopeo"),
+        Need::Tool("python3"),
+        Need::Tool("openssl"),
+        Need::Tool("htpasswd"),
+    ]) {
+        return;
+    }
     let registry = Registry::start(Some(("field", "s3cret")));
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &["--platform", "linux/arm64"]);
@@ -280,6 +301,16 @@ fn basic_auth_with_good_bad_and_stored_credentials() {
 
 #[test]
 fn zstd_as_stored_and_a_corrupt_layer_never_gets_a_tag() {
+    if skip(&[
+        Need::Fixtures,
+        Need::Tool("docker-registry"),
+        Need::Tool("skopeo"),
+        Need::Tool("python3"),
+        Need::Tool("openssl"),
+        Need::Tool("htpasswd"),
+    ]) {
+        return;
+    }
     let registry = Registry::start(None);
     let dir = tempfile::tempdir().unwrap();
     let bundle = fixture_bundle(dir.path(), &[]);
@@ -392,6 +423,16 @@ fn site_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::P
 
 #[test]
 fn https_registries_need_their_ca_and_then_work() {
+    if skip(&[
+        Need::Fixtures,
+        Need::Tool("docker-registry"),
+        Need::Tool("skopeo"),
+        Need::Tool("python3"),
+        Need::Tool("openssl"),
+        Need::Tool("htpasswd"),
+    ]) {
+        return;
+    }
     let pki = tempfile::tempdir().unwrap();
     let (ca, cert, key) = site_pki(pki.path());
     let registry = Registry::start_with(None, Some((&cert, &key)));
@@ -416,6 +457,16 @@ fn https_registries_need_their_ca_and_then_work() {
 
 #[test]
 fn an_interrupted_push_leaves_no_tag_and_a_rerun_completes_with_what_is_missing() {
+    if skip(&[
+        Need::Fixtures,
+        Need::Tool("docker-registry"),
+        Need::Tool("skopeo"),
+        Need::Tool("python3"),
+        Need::Tool("openssl"),
+        Need::Tool("htpasswd"),
+    ]) {
+        return;
+    }
     let registry = Registry::start(None);
     let dir = tempfile::tempdir().unwrap();
     let native = native_arch();
@@ -534,6 +585,16 @@ fn token_service(lifetime: u32) -> (std::process::Child, tempfile::TempDir, u16)
 
 #[test]
 fn token_auth_through_the_registrys_token_service() {
+    if skip(&[
+        Need::Fixtures,
+        Need::Tool("docker-registry"),
+        Need::Tool("skopeo"),
+        Need::Tool("python3"),
+        Need::Tool("openssl"),
+        Need::Tool("htpasswd"),
+    ]) {
+        return;
+    }
     let (mut issuer, keys, port) = token_service(600);
     let cert = keys.path().join("token.pem");
     let realm = format!("http://127.0.0.1:{port}/token");
@@ -558,6 +619,16 @@ fn token_auth_through_the_registrys_token_service() {
 /// outlives several 1-second tokens completes.
 #[test]
 fn a_push_longer_than_its_tokens_renews_them() {
+    if skip(&[
+        Need::Fixtures,
+        Need::Tool("docker-registry"),
+        Need::Tool("skopeo"),
+        Need::Tool("python3"),
+        Need::Tool("openssl"),
+        Need::Tool("htpasswd"),
+    ]) {
+        return;
+    }
     let (mut issuer, keys, port) = token_service(1);
     let cert = keys.path().join("token.pem");
     let realm = format!("http://127.0.0.1:{port}/token");
@@ -578,6 +649,16 @@ fn a_push_longer_than_its_tokens_renews_them() {
 /// than waiting forever on its compressor (a full pipe nobody reads any more).
 #[test]
 fn a_registry_gone_mid_upload_fails_the_push_promptly() {
+    if skip(&[
+        Need::Fixtures,
+        Need::Tool("docker-registry"),
+        Need::Tool("skopeo"),
+        Need::Tool("python3"),
+        Need::Tool("openssl"),
+        Need::Tool("htpasswd"),
+    ]) {
+        return;
+    }
     let mut registry = Registry::start(None);
     let dir = tempfile::tempdir().unwrap();
     let bundle = noise_bundle(dir.path(), "gone:1", 160 << 20, 0x2545f4914f6cdd1d);

@@ -72,6 +72,9 @@ fn verify(bundle: &Path, public: &Path) -> assert_cmd::assert::Assert {
 
 #[test]
 fn archpack_signatures_verify_with_the_minisign_cli() {
+    if skip(&[Need::Fixtures, Need::Tool("minisign")]) {
+        return;
+    }
     let keys = archpack_keys();
     let dir = tempfile::tempdir().unwrap();
     let bundle = signed_bundle(dir.path(), &keys);
@@ -126,6 +129,9 @@ fn archpack_signatures_verify_with_the_minisign_cli() {
 
 #[test]
 fn keys_made_by_the_minisign_cli_sign_bundles() {
+    if skip(&[Need::Fixtures, Need::Tool("minisign")]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     // Unencrypted (-W) and password-protected keys.
     let status = Std::new("minisign")
@@ -220,6 +226,9 @@ fn member(bundle: &Path, pick: impl Fn(&serde_json::Value) -> bool) -> (String, 
 
 #[test]
 fn tamper_matrix_every_region_is_refused_and_named() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
     let keys = archpack_keys();
     let dir = tempfile::tempdir().unwrap();
     let bundle = signed_bundle(dir.path(), &keys);
@@ -293,6 +302,9 @@ fn tamper_matrix_every_region_is_refused_and_named() {
 
 #[test]
 fn unsigned_untrusted_and_wrong_keys_are_refused() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
     let keys = archpack_keys();
     let other = archpack_keys();
     let dir = tempfile::tempdir().unwrap();
@@ -364,6 +376,9 @@ fn unsigned_untrusted_and_wrong_keys_are_refused() {
 
 #[test]
 fn the_signature_is_judged_before_any_member_is_read() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
     // An untrusted bundle with a corrupt layer is refused for trust (4), not for the
     // layer (3): the layer was never looked at.
     let keys = archpack_keys();
@@ -382,6 +397,9 @@ fn the_signature_is_judged_before_any_member_is_read() {
 
 #[test]
 fn keygen_protects_the_secret_key() {
+    if skip(&[Need::Tool("minisign")]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     // No password source and no terminal: refuse rather than write an open key.
     archpack()
@@ -436,6 +454,9 @@ fn keygen_protects_the_secret_key() {
 
 #[test]
 fn signed_bundles_are_reproducible_apart_from_the_signature_bytes() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
     let keys = archpack_keys();
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
@@ -474,6 +495,9 @@ fn on_terminal(answers: &[(&str, &str)], args: &[&std::ffi::OsStr]) -> (i32, Str
 
 #[test]
 fn passwords_typed_at_a_terminal_are_asked_twice_never_echoed_and_used() {
+    if skip(&[Need::Fixtures, Need::Tool("python3")]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("typed");
     let prompts = |first: &'static str, second: &'static str| {

@@ -68,6 +68,8 @@ pub struct LoadReport {
 
 pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Error> {
     let (reader, signature) = open_bundle(&req.bundle, &req.trust)?;
+    // A name the bundle lacks is the user's to fix before the engine is asked anything.
+    crate::platform::check_image_names(&reader.index, &req.images)?;
     let engine = Engine::connect(&req.endpoint)?;
     let (_, decision) = decide_platform(req.platform.as_ref(), Some(&engine), &req.endpoint)?;
     let selected = select(&reader.index, &decision, &req.images)?;

@@ -7,6 +7,75 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 
+/// What a test needs beyond the archpack binary.
+#[derive(Debug, Clone, Copy)]
+pub enum Need {
+    /// The two-arch test images scripts/make-test-images.sh builds (ARCHPACK_FIXTURES).
+    Fixtures,
+    /// The throwaway engine scripts/test.sh starts (ARCHPACK_TEST_DOCKER_HOST) with the
+    /// fixture images loaded.
+    SharedEngine,
+    /// Engines of the test's own: root and dockerd.
+    OwnEngine,
+    /// A program on PATH.
+    Tool(&'static str),
+}
+
+impl Need {
+    fn missing(&self) -> Option<String> {
+        match self {
+            Need::Fixtures => match std::env::var_os("ARCHPACK_FIXTURES") {
+                Some(d) if Path::new(&d).join(".complete").exists() => None,
+                _ => Some("the fixture images (ARCHPACK_FIXTURES)".into()),
+            },
+            Need::SharedEngine => std::env::var_os("ARCHPACK_TEST_DOCKER_HOST")
+                .is_none()
+                .then(|| "the test engine (ARCHPACK_TEST_DOCKER_HOST)".into()),
+            Need::OwnEngine => {
+                let root = rustix::process::geteuid().is_root();
+                (!root || !on_path("dockerd")).then(|| "root and dockerd".into())
+            }
+            Need::Tool(t) => (!on_path(t)).then(|| format!("`{t}`")),
+        }
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// Whether a test must be skipped for want of `needs`. A skip prints one line (once per
+/// test binary) saying what to run; under scripts/test.sh (ARCHPACK_TEST_STRICT) a
+/// missing need fails the test instead, so the full suite can never skip silently.
+pub fn skip(needs: &[Need]) -> bool {
+    let missing: Vec<String> = needs.iter().filter_map(Need::missing).collect();
+    if missing.is_empty() {
+        return false;
+    }
+    if std::env::var_os("ARCHPACK_TEST_STRICT").is_some() {
+        panic!("this test needs {}", missing.join(", "));
+    }
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        use std::io::Write;
+        let binary = std::env::args().next().unwrap_or_default();
+        // target/debug/deps/create-0123abcd → tests/create.rs
+        let stem = Path::new(&binary)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = format!("tests/{}.rs", stem.rsplit_once('-').map_or(&*stem, |(s, _)| s));
+        // Written past the test harness's capture, so a plain `cargo test` shows it.
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: {name}: skipping tests that need {}; run scripts/test.sh (as root) for the whole suite",
+            missing.join(", ")
+        );
+    });
+    true
+}
+
 /// Where scripts/test.sh put the real two-arch test images.
 pub fn fixtures() -> PathBuf {
     let dir = std::env::var("ARCHPACK_FIXTURES").unwrap_or_else(|_| {
@@ -325,6 +394,55 @@ pub fn fixture_bundle(dir: &Path, extra: &[&str]) -> PathBuf {
         .assert()
         .success();
     bundle
+}
+
+/// A small unsigned two-arch bundle (`app:1` for amd64 and arm64, a shared layer) made
+/// from synthetic archives: needs nothing but archpack.
+pub fn synthetic_bundle(dir: &Path) -> PathBuf {
+    let shared = layer_tar(&[("app/hello.txt", b"hello\n")]);
+    let mut sources = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let p = dir.join(format!("app-{arch}.tar"));
+        write_docker_archive(
+            &p,
+            SyntheticImage {
+                tag: &format!("app:1-{arch}"),
+                architecture: Some(arch),
+                layers: vec![layer_tar(&[("bin/app", arch.as_bytes())]), shared.clone()],
+                diff_ids: None,
+            },
+        );
+        sources.push(format!("docker-archive:{}", p.display()));
+    }
+    let bundle = dir.join("synthetic.archpack");
+    archpack()
+        .args(["create", "-q", "--force", "-o"])
+        .arg(&bundle)
+        .args(&sources)
+        .assert()
+        .success();
+    bundle
+}
+
+/// Rewrites an (unsigned) bundle's index in place, keeping its reserved size.
+pub fn rewrite_index(bundle: &Path, change: impl FnOnce(&mut Value)) {
+    let mut bytes = std::fs::read(bundle).unwrap();
+    let size = usize::from_str_radix(
+        std::str::from_utf8(&bytes[124..135])
+            .unwrap()
+            .trim_matches(char::from(0))
+            .trim(),
+        8,
+    )
+    .unwrap();
+    let mut index: Value = serde_json::from_slice(&bytes[512..512 + size]).unwrap();
+    change(&mut index);
+    let mut text = serde_json::to_vec(&index).unwrap();
+    assert!(text.len() < size, "rewritten index does not fit");
+    text.resize(size - 1, b' ');
+    text.push(b'\n');
+    bytes[512..512 + size].copy_from_slice(&text);
+    std::fs::write(bundle, bytes).unwrap();
 }
 
 /// `len` bytes of xorshift noise: incompressible, reproducible from `seed`.

@@ -201,6 +201,18 @@ impl BundleReader {
         };
         let mut next_free = region_end;
         for m in &self.index.members {
+            // Every reader path holds metadata members in memory: bound them before
+            // anything else, the same way for a file and a stream (which has no length
+            // to bound them by).
+            let cap = max_member_bytes(m.kind);
+            if m.size > cap {
+                return Err(bad(format!(
+                    "member {} claims {} bytes, over the {cap}-byte limit for a {} (SPEC §3.4)",
+                    m.name,
+                    m.size,
+                    m.kind.as_str()
+                )));
+            }
             if m.offset < next_free + BLOCK || m.offset % BLOCK != 0 {
                 return Err(bad(format!(
                     "member {} at offset {} overlaps another or is misaligned",
@@ -221,17 +233,6 @@ impl BundleReader {
                         m.name, self.file_len
                     ),
                 });
-            }
-            // Every reader path holds metadata members in memory: bound them before any
-            // is read (a stream has no file length to bound them by).
-            let cap = max_member_bytes(m.kind);
-            if m.size > cap {
-                return Err(bad(format!(
-                    "member {} claims {} bytes, over the {cap}-byte limit for a {} (SPEC §3.4)",
-                    m.name,
-                    m.size,
-                    m.kind.as_str()
-                )));
             }
             let expected_name = match m.kind {
                 MemberKind::OciLayout => "oci-layout".to_string(),
