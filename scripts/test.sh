@@ -41,6 +41,12 @@ echo "== cargo test"
 log=$(mktemp)
 # No doc tests exist; leaving them out keeps an empty "0 passed" off the last line.
 cargo test --quiet --workspace --lib --bins --tests "$@" 2>&1 | tee "$log"
+# Coverage-guided fuzzing of the format crate's readers, bounded (cargo-fuzz, nightly);
+# a filtered run (`scripts/test.sh create`) leaves it out.
+if [ $# -eq 0 ]; then
+  scripts/fuzz.sh "${ARCHPACK_FUZZ_SECONDS:-20}"
+fi
+
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"

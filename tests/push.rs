@@ -297,6 +297,40 @@ fn basic_auth_with_good_bad_and_stored_credentials() {
     assert!(registry
         .raw("stored/other:v2", Some("field:s3cret"))
         .is_some());
+
+    // ... and so is a credential helper it names (`credsStore`), as the docker CLI runs it.
+    let helpers = tempfile::tempdir().unwrap();
+    let helper = helpers.path().join("docker-credential-site");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n[ \"$server\" = {} ] || {{ echo \"credentials not found in native keychain\"; exit 1; }}\necho '{{\"ServerURL\":\"'$server'\",\"Username\":\"field\",\"Secret\":\"s3cret\"}}'\n",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        r#"{"credsStore":"site"}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    archpack()
+        .env("DOCKER_CONFIG", config.path())
+        .env("PATH", path)
+        .args(["push", "--allow-unsigned", "--insecure"])
+        .arg(&bundle)
+        .arg(format!("{}/helped", registry.addr))
+        .assert()
+        .success();
+    assert!(registry
+        .raw("helped/other:v2", Some("field:s3cret"))
+        .is_some());
 }
 
 #[test]

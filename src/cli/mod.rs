@@ -4,6 +4,7 @@
 
 mod render;
 
+use archpack::deliver::registry;
 use archpack::docker::Endpoint;
 use archpack::format::{exit, ComposeFiles};
 use archpack::ops::{self, BundleInput, RequestError, TrustPolicy};
@@ -322,12 +323,7 @@ pub fn run() -> Result<ExitCode, Error> {
             trust,
         } => {
             let report = ops::inspect::inspect(&bundle, &trust.store()?)?;
-            if json {
-                print_json(&report);
-            } else {
-                print!("{}", render::inspect(&report));
-            }
-            Ok(ExitCode::SUCCESS)
+            emit(json, None, &report, render::inspect)
         }
         Command::Platform {
             bundle,
@@ -339,12 +335,7 @@ pub fn run() -> Result<ExitCode, Error> {
                 platform: platform.as_deref().map(parse_platform).transpose()?,
                 bundle,
             })?;
-            if json {
-                print_json(&report);
-            } else {
-                print!("{}", render::platform(&report));
-            }
-            Ok(ExitCode::SUCCESS)
+            emit(json, None, &report, render::platform)
         }
         Command::Keygen {
             output: prefix,
@@ -385,19 +376,9 @@ pub fn run() -> Result<ExitCode, Error> {
                 },
                 &progress,
             )?;
-            unsigned_warning(&report.signature);
-            if json {
-                print_json(&report);
-            } else {
-                println!(
-                    "{}: OK: {}; {} members, {} verified",
-                    bundle.display(),
-                    report.signature,
-                    report.members,
-                    render::human_bytes(report.bytes)
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            emit(json, Some(&report.signature), &report, |r| {
+                render::verify(&bundle, r)
+            })
         }
     }
 }
@@ -408,6 +389,24 @@ fn print_json<T: serde::Serialize>(report: &T) {
         "{}",
         serde_json::to_string_pretty(report).unwrap_or_default()
     );
+}
+
+/// A report as `--json` or as text; the unsigned warning first where it applies.
+fn emit<T: serde::Serialize>(
+    json: bool,
+    signature: Option<&ops::Signature>,
+    report: &T,
+    text: impl FnOnce(&T) -> String,
+) -> Result<ExitCode, Error> {
+    if let Some(s) = signature {
+        unsigned_warning(s);
+    }
+    if json {
+        print_json(report);
+    } else {
+        print!("{}", text(report));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Says so on stderr when a bundle was accepted unsigned.
@@ -434,17 +433,11 @@ fn load(args: LoadArgs, endpoint: Endpoint, progress: &render::Bars) -> Result<E
         },
         progress,
     )?;
-    unsigned_warning(&report.signature);
-    if args.json {
-        print_json(&report);
-    } else {
-        print!("{}", render::load(&report));
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(args.json, Some(&report.signature), &report, render::load)
 }
 
 fn push(args: PushArgs, progress: &render::Bars) -> Result<ExitCode, Error> {
-    let password = if args.password_stdin {
+    let (username, password) = if args.password_stdin {
         let mut p = String::new();
         std::io::stdin()
             .read_line(&mut p)
@@ -452,9 +445,17 @@ fn push(args: PushArgs, progress: &render::Bars) -> Result<ExitCode, Error> {
                 from: "from standard input".into(),
                 error,
             })?;
-        Some(p.trim_end_matches(['\n', '\r']).to_string())
+        (
+            args.username.clone(),
+            Some(p.trim_end_matches(['\n', '\r']).to_string()),
+        )
     } else {
-        None
+        // What `docker login` stored, as the docker CLI would find it.
+        let (host, _) = registry::parse_target(&args.target)?;
+        match registry::stored_credentials(&host) {
+            Some((u, p)) => (Some(u), Some(p)),
+            None => (None, None),
+        }
     };
     let report = ops::push::push(
         &ops::push::PushRequest {
@@ -462,29 +463,23 @@ fn push(args: PushArgs, progress: &render::Bars) -> Result<ExitCode, Error> {
             trust: args.trust.policy()?,
             platforms: args.platform.as_deref().map(parse_platforms).transpose()?,
             images: args.images.clone(),
-            options: archpack::deliver::registry::PushOptions {
+            options: registry::PushOptions {
                 target: args.target.clone(),
                 insecure: args.insecure,
                 ca_certs: args.ca_certs.clone(),
-                username: args.username.clone(),
+                username,
                 password,
                 layer_format: match args.layer_format {
-                    LayerFormatArg::Gzip => archpack::deliver::registry::LayerFormat::Gzip,
-                    LayerFormatArg::Zstd => archpack::deliver::registry::LayerFormat::Zstd,
+                    LayerFormatArg::Gzip => registry::LayerFormat::Gzip,
+                    LayerFormatArg::Zstd => registry::LayerFormat::Zstd,
                 },
                 gzip_threads: cores(),
-                digest_cache: archpack::deliver::registry::default_digest_cache(),
+                digest_cache: registry::default_digest_cache(),
             },
         },
         progress,
     )?;
-    unsigned_warning(&report.signature);
-    if args.json {
-        print_json(&report);
-    } else {
-        print!("{}", render::push(&report));
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(args.json, Some(&report.signature), &report, render::push)
 }
 
 fn extract(
@@ -508,13 +503,7 @@ fn extract(
         },
         progress,
     )?;
-    unsigned_warning(&report.signature);
-    if args.json {
-        print_json(&report);
-    } else {
-        println!("{}", render::extract(&report));
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(args.json, Some(&report.signature), &report, render::extract)
 }
 
 /// Cores to use by default (1 when the system will not say).
@@ -593,12 +582,7 @@ fn create(
         },
         progress,
     )?;
-    if args.json {
-        print_json(&report);
-    } else {
-        print!("{}", render::create(&report));
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(args.json, None, &report, render::create)
 }
 
 fn read_compose(args: &CreateArgs) -> Result<Option<ComposeFiles>, Error> {

@@ -7,6 +7,7 @@ use archpack::ops::inspect::InspectReport;
 use archpack::ops::load::LoadReport;
 use archpack::ops::platform::PlatformReport;
 use archpack::ops::push::PushSummary;
+use archpack::ops::verify::VerifyReport;
 use archpack::platform::probe::DecidedBy;
 use archpack::progress::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -353,9 +354,19 @@ pub fn push(summary: &PushSummary) -> String {
     out
 }
 
+pub fn verify(bundle: &std::path::Path, report: &VerifyReport) -> String {
+    format!(
+        "{}: OK: {}; {} members, {} verified\n",
+        bundle.display(),
+        report.signature,
+        report.members,
+        human_bytes(report.bytes)
+    )
+}
+
 pub fn extract(report: &ExtractReport) -> String {
     format!(
-        "wrote {}: {} image{} for {}, {} layers, {}",
+        "wrote {}: {} image{} for {}, {} layers, {}\n",
         report.output.display(),
         report.stats.images,
         if report.stats.images == 1 { "" } else { "s" },

@@ -8,6 +8,21 @@
 //!
 //! HTTPS with the system's CA certificates plus `--ca-cert`, or plain HTTP with
 //! `--insecure`; basic auth, or Bearer tokens from the registry's token service.
+//!
+//! Why a client of our own on ureq rather than oci-client (checked with oci-client 0.17,
+//! December 2026; what `tests/push.rs` needs is all there otherwise — blob checks,
+//! mounts, chunked uploads, Basic and Bearer auth):
+//! - it names images with oci-spec's `distribution::Reference`, whose compiled regex
+//!   keeps ~10 MiB resident for the whole run (measured with massif; see
+//!   `reference.rs`), a sixth of the 64 MiB budget a Pi gets;
+//! - its `rustls-tls` feature brings aws-lc-rs/aws-lc-sys (through reqwest 0.13 and
+//!   jsonwebtoken) beside the ring that rustls already uses here: a second C crypto
+//!   library to cross-build for arm64, armv7 and armv5te;
+//! - it builds its reqwest client itself, so a static binary cannot be given the
+//!   resolver it needs instead of glibc's NSS (`/etc/hosts`, DNS).
+//!
+//! Credentials `docker login` stored (including credential helpers) are read with the
+//! maintained `docker_credential` crate ([`stored_credentials`]).
 
 use crate::deliver::archive::{member, ArchiveError};
 use crate::digest::{Digest, HashingWriter};
@@ -74,6 +89,8 @@ pub struct PushOptions {
     pub insecure: bool,
     /// Extra trusted CA certificates (PEM), on top of the system's.
     pub ca_certs: Vec<std::path::PathBuf>,
+    /// Basic credentials (`--username`/`--password-stdin`, or what `docker login`
+    /// stored: [`stored_credentials`]).
     pub username: Option<String>,
     pub password: Option<String>,
     pub layer_format: LayerFormat,
@@ -142,7 +159,7 @@ impl PushReport {
 }
 
 /// Splits `host[:port][/prefix]`.
-fn parse_target(target: &str) -> Result<(String, String), PushError> {
+pub fn parse_target(target: &str) -> Result<(String, String), PushError> {
     let t = target.trim_end_matches('/').trim_start_matches("http://");
     let (host, prefix) = match t.split_once('/') {
         Some((h, p)) => (h, p),
@@ -195,24 +212,17 @@ fn trusted_roots(
     Ok(certs)
 }
 
-/// The base64 `user:password` `docker login` stored for `host`, from
-/// `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`).
-fn docker_config_auth(host: &str) -> Option<String> {
-    let dir = std::env::var_os("DOCKER_CONFIG")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker"))
-        })?;
-    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
-    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let auths = config.get("auths")?.as_object()?;
-    [
-        host.to_string(),
-        format!("http://{host}"),
-        format!("https://{host}"),
-    ]
-    .iter()
-    .find_map(|k| auths.get(k)?.get("auth")?.as_str().map(String::from))
+/// The user and password `docker login` stored for `host` — in `$DOCKER_CONFIG/config.json`
+/// (default `~/.docker/config.json`) or through the credential helper (`credsStore`,
+/// `credHelpers`) it names, as the docker CLI finds them. Identity tokens (OAuth
+/// refresh tokens) are not used.
+pub fn stored_credentials(host: &str) -> Option<(String, String)> {
+    match docker_credential::get_credential(host) {
+        Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
+            Some((user, password))
+        }
+        _ => None,
+    }
 }
 
 /// Repository and tag in the registry for a logical name, under `prefix`: the name's
@@ -643,7 +653,7 @@ pub fn push(
             let token = Base64::encode_to_string(format!("{u}:{p}")).unwrap_or_default();
             Some(format!("Basic {token}"))
         }
-        _ => docker_config_auth(&host).map(|token| format!("Basic {token}")),
+        _ => None,
     };
     let mut registry = Registry {
         agent,

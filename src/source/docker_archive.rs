@@ -5,8 +5,7 @@
 
 use super::container::Container;
 use super::mapped::MappedSource;
-use super::{familiar_name, parse_config, SourceError, SourceImage};
-use crate::digest::Digest;
+use super::{familiar_name, parse_config, SourceError};
 use serde::Deserialize;
 
 /// One entry of a docker-archive `manifest.json`.
@@ -31,9 +30,14 @@ pub fn open(container: Container, label: String) -> Result<MappedSource, SourceE
         });
     }
     let entries = manifest(&container, &label)?;
-    let mut images = Vec::new();
-    let mut layer_paths = Vec::new();
+    let mut source = MappedSource {
+        container,
+        images: Vec::new(),
+        layer_paths: Vec::new(),
+        absent: Vec::new(),
+    };
     for entry in entries {
+        let container = &source.container;
         let config_bytes = container.read_metadata(&entry.config)?;
         let names: Vec<String> = entry
             .repo_tags
@@ -61,25 +65,16 @@ pub fn open(container: Container, label: String) -> Result<MappedSource, SourceE
             .iter()
             .filter_map(|l| container.member_size(l))
             .sum();
-        let config = Digest::of(&config_bytes);
-        images.push(SourceImage {
-            source: label.clone(),
+        source.push_image(
+            label.clone(),
             names,
-            platform: facts.platform,
-            config: Some(config.clone()),
-            identity: config,
-            config_bytes: Some(config_bytes),
-            diff_ids: facts.diff_ids,
+            facts,
+            config_bytes,
+            entry.layers,
             size_hint,
-        });
-        layer_paths.push(entry.layers);
+        );
     }
-    Ok(MappedSource {
-        container,
-        images,
-        layer_paths,
-        absent: Vec::new(),
-    })
+    Ok(source)
 }
 
 fn manifest(container: &Container, label: &str) -> Result<Vec<ManifestEntry>, SourceError> {

@@ -15,6 +15,33 @@ pub struct MappedSource {
     pub(super) absent: Vec<AbsentImage>,
 }
 
+impl MappedSource {
+    /// Adds an image whose config bytes are known (and so its config digest) and whose
+    /// layers are the members at `paths`, parallel to the config's diff_ids.
+    pub(super) fn push_image(
+        &mut self,
+        source: String,
+        names: Vec<String>,
+        facts: archpack_format::ConfigFacts,
+        config_bytes: Vec<u8>,
+        paths: Vec<String>,
+        size_hint: u64,
+    ) {
+        let config = Digest::of(&config_bytes);
+        self.images.push(SourceImage {
+            source,
+            names,
+            platform: facts.platform,
+            config: Some(config.clone()),
+            identity: config,
+            config_bytes: Some(config_bytes),
+            diff_ids: facts.diff_ids,
+            size_hint,
+        });
+        self.layer_paths.push(paths);
+    }
+}
+
 impl Source for MappedSource {
     fn images(&self) -> &[SourceImage] {
         &self.images

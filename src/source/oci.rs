@@ -8,7 +8,7 @@
 
 use super::container::Container;
 use super::mapped::MappedSource;
-use super::{familiar_name, parse_config, AbsentImage, SourceError, SourceImage};
+use super::{familiar_name, parse_config, AbsentImage, SourceError};
 use crate::digest::Digest;
 use crate::platform::Platform;
 use archpack_format::oci::{CONTAINERD_NAME, REF_NAME};
@@ -224,17 +224,14 @@ impl Layout {
             size_hint += layer.size();
             paths.push(p);
         }
-        self.source.images.push(SourceImage {
-            source: label,
-            names: name.into_iter().collect(),
-            platform: facts.platform,
-            config: Some(config.clone()),
-            identity: config,
-            config_bytes: Some(config_bytes),
-            diff_ids: facts.diff_ids,
+        self.source.push_image(
+            label,
+            name.into_iter().collect(),
+            facts,
+            config_bytes,
+            paths,
             size_hint,
-        });
-        self.source.layer_paths.push(paths);
+        );
         Ok(())
     }
 }

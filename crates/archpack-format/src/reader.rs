@@ -389,7 +389,35 @@ impl BundleReader {
                 actual,
             });
         }
+        if member.kind == MemberKind::Config {
+            self.check_config(member, &bytes)?;
+        }
         Ok(bytes)
+    }
+
+    /// A config member must be an image config listing exactly the layers of every image
+    /// that uses it (SPEC §3.3): a manifest in its slot verifies by digest but loads as
+    /// nothing.
+    fn check_config(&self, member: &Member, bytes: &[u8]) -> Result<(), FormatError> {
+        let facts =
+            config_facts(bytes).map_err(|e| self.bad_member(&member.name, e.to_string()))?;
+        for image in &self.index.images {
+            for p in image.platforms.iter().filter(|p| p.config == member.digest) {
+                if self.index.diff_ids_of(p).as_ref() != Some(&facts.diff_ids) {
+                    return Err(self.bad_member(
+                        &member.name,
+                        format!(
+                            "the config of {} ({}) lists {} layers other than the {} its manifest has",
+                            image.name,
+                            p.platform,
+                            facts.diff_ids.len(),
+                            p.layers.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks every member: its tar header (name, size, checksum) and its bytes'
@@ -441,6 +469,11 @@ impl BundleReader {
                     Err(e) => return Err(self.layer_error(m, e)),
                 }
             }
+            progress.advance(m.size);
+            return Ok(());
+        }
+        if m.kind == MemberKind::Config {
+            self.read_member(m)?;
             progress.advance(m.size);
             return Ok(());
         }

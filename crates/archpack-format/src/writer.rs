@@ -527,7 +527,7 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
                 .spill_file()?
                 .try_clone()
                 .map_err(|e| self.write_error(e))?;
-            let copied = copy_range_hashed(
+            let copied = copy_range(
                 &spill,
                 waiting.at,
                 self.file,
@@ -823,20 +823,8 @@ fn placeholder_index(
     }
 }
 
-/// Copies `size` bytes from `from` at `src` to `to` at `dst`.
+/// Copies `size` bytes from `from` at `src` to `to` at `dst`; returns their digest.
 fn copy_range(
-    from: &File,
-    src: u64,
-    to: &File,
-    dst: u64,
-    size: u64,
-    buf: &mut [u8],
-) -> io::Result<()> {
-    copy_range_hashed(from, src, to, dst, size, buf).map(|_| ())
-}
-
-/// [`copy_range`], returning the digest of what was copied.
-fn copy_range_hashed(
     from: &File,
     src: u64,
     to: &File,
