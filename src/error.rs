@@ -2,6 +2,7 @@
 //! error. The exit code is a property of the error ([`Error::exit_code`]).
 
 use archpack_format::{exit, FormatError};
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,7 +32,7 @@ pub enum Error {
     Output(#[from] crate::fsutil::OutputError),
     /// A request that names something that is not there or cannot be (`--image TYPO`).
     #[error("{0}")]
-    Request(#[from] crate::ops::RequestError),
+    Request(#[from] RequestError),
 }
 
 impl Error {
@@ -52,4 +53,52 @@ impl Error {
             | Error::Request(_) => exit::FAILURE,
         }
     }
+}
+
+/// A request that names something that is not there, or cannot be.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{source_ref}: the image has no name to bundle it by{why}; give it one with --name NAME:TAG={source_ref}")]
+    NoName { source_ref: String, why: String },
+    #[error("--name {given:?}: {reason}")]
+    BadName { given: String, reason: String },
+    #[error("--name {0:?}: expected NAME:TAG=SOURCE")]
+    NameWithoutSource(String),
+    #[error("--name {given:?}: {source_ref:?} is not one of the sources given")]
+    NameForNoSource { given: String, source_ref: String },
+    #[error("{source_ref}: it names the image {name:?}, which is not a valid image reference: {reason}; give it a valid name with --name NAME:TAG={source_ref}")]
+    BadSourceName {
+        source_ref: String,
+        name: String,
+        reason: String,
+    },
+    #[error("{logical} for {platform} comes from two sources: {first} and {second}; drop one, or give one another name with --name NAME=SOURCE")]
+    DuplicatePlatform {
+        logical: String,
+        platform: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "{source_ref}: {platform} was asked for with --platform but is not there whole ({missing})"
+    )]
+    PlatformIncomplete {
+        source_ref: String,
+        platform: String,
+        missing: String,
+    },
+    #[error("no images to bundle{0}")]
+    NoImages(String),
+    #[error("--compose-override {0:?}: expected PLATFORM=FILE")]
+    BadOverride(String),
+    #[error("--compose-override needs --compose (the template it overrides)")]
+    OverrideWithoutTemplate,
+    #[error("SOURCE_DATE_EPOCH={0:?} is not a Unix time in seconds")]
+    BadSourceDateEpoch(String),
+    #[error("reading {what} {path}: {error}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }

@@ -12,8 +12,10 @@ use crate::digest::{Digest, HashingReader};
 use crate::platform::Selected;
 use crate::progress::Progress;
 use crate::reference::ImageRef;
-use archpack_format::codec::{LayerFault, VerifiedLayer};
-use archpack_format::{chain_ids, exit, oci, BundleReader, FormatError, Member, MemberReader};
+use archpack_format::codec::LayerFault;
+use archpack_format::{
+    chain_ids, exit, oci, BundleReader, FormatError, Member, MemberKind, MemberReader,
+};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -161,10 +163,9 @@ pub fn write_docker_archive<W: Write>(
 
     let mut tar = TarOut::new(out);
     for (m, name) in &wanted {
-        match (&m.diff_id, m.uncompressed_size) {
-            (Some(diff_id), Some(size)) => {
-                let mut layer = VerifiedLayer::new(reader, m, diff_id.clone(), size, progress)
-                    .map_err(fault_error)?;
+        match m.uncompressed_size {
+            Some(size) if m.kind == MemberKind::Layer => {
+                let mut layer = reader.layer_reader(m, progress).map_err(fault_error)?;
                 if skip.diff_id_hashing {
                     layer = layer.diff_id_checked_by_consumer();
                 }

@@ -29,7 +29,6 @@ use crate::digest::{Digest, HashingWriter};
 use crate::platform::Selected;
 use crate::progress::{Progress, Silent};
 use crate::reference::ImageRef;
-use archpack_format::codec::VerifiedLayer;
 use archpack_format::{exit, oci, BundleReader, FormatError, Member, MemberKind};
 use oci_spec::image::MediaType;
 use std::io::{self, Read, Write};
@@ -782,12 +781,6 @@ fn push_layer(
             media_type: MediaType::ImageLayerZstd,
         });
     }
-    let (Some(diff_id), Some(size)) = (m.diff_id.clone(), m.uncompressed_size) else {
-        return Err(PushError::Corrupt {
-            member: m.name.clone(),
-            detail: "layer without diffId".into(),
-        });
-    };
     let layer_err = |fault: archpack_format::codec::LayerFault| PushError::Corrupt {
         member: m.name.clone(),
         detail: fault.to_string(),
@@ -807,8 +800,7 @@ fn push_layer(
         Some((digest, gz_size)) => (digest, gz_size),
         None => {
             let mut hasher = HashingWriter::new(io::sink());
-            let mut layer =
-                VerifiedLayer::new(reader, m, diff_id.clone(), size, &Silent).map_err(layer_err)?;
+            let mut layer = reader.layer_reader(m, &Silent).map_err(layer_err)?;
             gzip_parallel(&mut layer, &mut hasher, opts.gzip_threads)
                 .map_err(|e| io_to_push(e, &m.name))?;
             report.gzip_passes += 1;
@@ -829,7 +821,8 @@ fn push_layer(
     let result = std::thread::scope(|s| {
         let producer = s.spawn(move || {
             let mut pipe = writer;
-            let gzipped = VerifiedLayer::new(reader, m, diff_id, size, &Silent)
+            let gzipped = reader
+                .layer_reader(m, &Silent)
                 .map_err(|fault| io::Error::new(io::ErrorKind::InvalidData, fault))
                 .and_then(|mut layer| gzip_parallel(&mut layer, &mut pipe, threads));
             match gzipped {

@@ -11,7 +11,6 @@ use crate::digest::{Digest, HashingReader};
 use crate::index::Member;
 use crate::limits::MAX_WINDOW_LOG;
 use crate::progress::Progress;
-use crate::reader::{BundleReader, MemberReader};
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Write};
 
@@ -75,13 +74,12 @@ impl LayerFault {
     }
 }
 
-type ZstdRead<'a> =
-    zstd::stream::read::Decoder<'static, io::BufReader<HashingReader<MemberReader<'a>>>>;
+type ZstdRead<R> = zstd::stream::read::Decoder<'static, io::BufReader<HashingReader<R>>>;
 
 /// A layer's decompressed bytes, checked against the index as they are read: exactly
 /// `size` bytes come out; at the end the compressed digest and the diff_id must match.
-pub struct VerifiedLayer<'a> {
-    decoder: Option<ZstdRead<'a>>,
+pub struct VerifiedLayer<'a, R: Read> {
+    decoder: Option<ZstdRead<R>>,
     member: &'a Member,
     diff_id: Digest,
     /// `None` when the consumer checks the diff_id itself.
@@ -90,19 +88,18 @@ pub struct VerifiedLayer<'a> {
     progress: &'a dyn Progress,
 }
 
-impl<'a> VerifiedLayer<'a> {
+impl<'a, R: Read> VerifiedLayer<'a, R> {
+    /// The layer `member` whose stored bytes `stored` yields, decompressed and checked.
     pub fn new(
-        reader: &'a BundleReader,
+        stored: R,
         member: &'a Member,
         diff_id: Digest,
         size: u64,
         progress: &'a dyn Progress,
-    ) -> Result<VerifiedLayer<'a>, LayerFault> {
-        let decoder = decoder(HashingReader::new(reader.member_reader(member))).map_err(|e| {
-            LayerFault::Corrupt {
-                member: member.name.clone(),
-                detail: format!("zstd: {e}"),
-            }
+    ) -> Result<VerifiedLayer<'a, R>, LayerFault> {
+        let decoder = decoder(HashingReader::new(stored)).map_err(|e| LayerFault::Corrupt {
+            member: member.name.clone(),
+            detail: format!("zstd: {e}"),
         })?;
         Ok(VerifiedLayer {
             decoder: Some(decoder),
@@ -189,7 +186,7 @@ impl<'a> VerifiedLayer<'a> {
     }
 }
 
-impl Read for VerifiedLayer<'_> {
+impl<R: Read> Read for VerifiedLayer<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.remaining == 0 {
             self.finish()?;

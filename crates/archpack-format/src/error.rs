@@ -16,6 +16,12 @@ pub mod exit {
     pub const UNTRUSTED: u8 = 4;
 }
 
+/// Why a reader's gate (archpack's trust check) refused a bundle, and the exit code that
+/// refusal means.
+pub trait GateRefusal: std::error::Error + Send + Sync {
+    fn exit_code(&self) -> u8;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
     #[error("{path}: {error}")]
@@ -55,7 +61,7 @@ pub enum FormatError {
     #[error("{path}: refused: {refusal}")]
     Refused {
         path: PathBuf,
-        refusal: Box<dyn crate::reader::GateRefusal>,
+        refusal: Box<dyn GateRefusal>,
     },
     #[error("writing {path}: {error} (nothing was written at the output path)")]
     Write { path: PathBuf, error: io::Error },

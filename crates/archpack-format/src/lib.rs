@@ -21,8 +21,8 @@ pub mod ustar;
 pub mod writer;
 
 pub use digest::Digest;
-pub use error::{exit, FormatError};
+pub use error::{exit, FormatError, GateRefusal};
 pub use index::*;
 pub use platform::Platform;
-pub use reader::{AdmitAll, BundleReader, GateRefusal, IndexGate, MemberReader, VerifyReport};
+pub use reader::{AdmitAll, BundleReader, IndexGate, MemberReader, VerifyReport};
 pub use writer::{BundleWriter, IndexSigner, LayerArrival, PlannedImage, WriterOptions};

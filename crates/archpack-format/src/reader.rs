@@ -4,7 +4,7 @@
 
 use crate::codec::{LayerFault, VerifiedLayer};
 use crate::digest::{Digest, HashingReader};
-use crate::error::FormatError;
+use crate::error::{FormatError, GateRefusal};
 use crate::index::*;
 use crate::limits::{max_member_bytes, MAX_INDEX_BYTES, MAX_SIGNATURE_BYTES};
 use crate::progress::{Progress, Silent};
@@ -32,11 +32,6 @@ pub struct BundleReader {
 /// them is parsed or used. archpack's trust stage implements it.
 pub trait IndexGate {
     fn admit(&self, index: &[u8], signature: Option<&[u8]>) -> Result<(), Box<dyn GateRefusal>>;
-}
-
-/// Why a gate refused a bundle, and the exit code that refusal means.
-pub trait GateRefusal: std::error::Error + Send + Sync {
-    fn exit_code(&self) -> u8;
 }
 
 /// Admits every bundle (inspection only: nothing from it is used).
@@ -361,6 +356,22 @@ impl BundleReader {
         self.bytes_read.load(Ordering::Relaxed)
     }
 
+    /// A layer member's decompressed bytes, every check applied as they are read
+    /// (digest, diff_id, declared size).
+    pub fn layer_reader<'a>(
+        &'a self,
+        m: &'a Member,
+        progress: &'a dyn Progress,
+    ) -> Result<VerifiedLayer<'a, MemberReader<'a>>, LayerFault> {
+        let (Some(diff_id), Some(size)) = (&m.diff_id, m.uncompressed_size) else {
+            return Err(LayerFault::Corrupt {
+                member: m.name.clone(),
+                detail: "the index gives this layer no diffId or uncompressedSize".into(),
+            });
+        };
+        VerifiedLayer::new(self.member_reader(m), m, diff_id.clone(), size, progress)
+    }
+
     /// Streams one member's data (not checked; wrap it to check its digest).
     pub fn member_reader(&self, member: &Member) -> MemberReader<'_> {
         MemberReader {
@@ -455,11 +466,10 @@ impl BundleReader {
                 ),
             ));
         }
-        if let (MemberKind::Layer, Some(diff_id), Some(size)) =
-            (m.kind, &m.diff_id, m.uncompressed_size)
-        {
+        if m.kind == MemberKind::Layer {
             // Layers: compressed digest, diff_id and size in one pass.
-            let mut layer = VerifiedLayer::new(self, m, diff_id.clone(), size, &Silent)
+            let mut layer = self
+                .layer_reader(m, &Silent)
                 .map_err(|fault| self.corrupt_layer(m, fault.to_string()))?;
             loop {
                 match layer.read(buf) {
