@@ -1,9 +1,72 @@
 //! Writing output files so that an interrupted or failed write leaves nothing at the
-//! destination: a temporary file beside it, synced, renamed into place, directory synced.
+//! destination: a temporary file beside it (`.NAME.XXXXXX.partial`), synced, renamed into
+//! place, directory synced.
+//!
+//! Nothing half-written is left behind either: a failed write removes its temporary
+//! file; an interrupted one is removed by [`remove_partials`] (the CLI calls it on
+//! SIGINT/SIGTERM); one left by a killed process (SIGKILL, power loss) is removed by the
+//! next write to the same output. A live writer holds a lock on its temporary file, so
+//! only abandoned ones are taken for stale.
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Temporary files being written now, for [`remove_partials`].
+static PARTIALS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes every temporary file this process is writing. For a signal handler about to
+/// end the process: what was being written will never be renamed into place.
+pub fn remove_partials() -> usize {
+    let paths = match PARTIALS.lock() {
+        Ok(p) => p.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    paths
+        .iter()
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count()
+}
+
+fn register_partial(path: &Path) {
+    if let Ok(mut p) = PARTIALS.lock() {
+        p.push(path.to_path_buf());
+    }
+}
+
+fn forget_partial(path: &Path) {
+    if let Ok(mut p) = PARTIALS.lock() {
+        p.retain(|x| x != path);
+    }
+}
+
+/// Removes `.NAME.*.partial` files in `dir` that no live writer holds (left by a killed
+/// create of the same output). Returns how many it removed.
+pub fn remove_stale_partials(dir: &Path, name: &str) -> usize {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let ours = file_name.starts_with(&prefix)
+            && file_name.ends_with(".partial")
+            && file_name.len() > prefix.len() + ".partial".len();
+        if !ours {
+            continue;
+        }
+        let Ok(file) = File::options().write(true).open(entry.path()) else {
+            continue;
+        };
+        // A writer that is alive holds the lock: leave its file alone.
+        if file.try_lock().is_ok() && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
 
 /// Why an output file could not be put in place.
 #[derive(Debug, thiserror::Error)]
@@ -77,18 +140,33 @@ pub fn write_atomically<T, E>(
             format!("the directory {} does not exist", dir.display()),
         )));
     }
+    remove_stale_partials(&dir, &name);
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".partial")
         .tempfile_in(&dir)
         .map_err(io_err)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io_err)?;
-    let value = fill(tmp.as_file()).map_err(AtomicError::Content)?;
-    tmp.as_file().sync_all().map_err(io_err)?;
-    if force {
-        tmp.persist(path).map_err(|e| io_err(e.error))?;
+    // Held until the file is renamed or removed: marks it as not stale.
+    tmp.as_file().lock().map_err(io_err)?;
+    register_partial(tmp.path());
+    let partial = tmp.path().to_path_buf();
+    let filled = (|| {
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io_err)?;
+        let value = fill(tmp.as_file()).map_err(AtomicError::Content)?;
+        tmp.as_file().sync_all().map_err(io_err)?;
+        Ok(value)
+    })();
+    let value = match filled {
+        Ok(v) => v,
+        Err(e) => {
+            forget_partial(&partial);
+            return Err(e);
+        }
+    };
+    let persisted = if force {
+        tmp.persist(path).map_err(|e| io_err(e.error))
     } else {
         tmp.persist_noclobber(path).map_err(|e| {
             if e.error.kind() == io::ErrorKind::AlreadyExists {
@@ -96,8 +174,10 @@ pub fn write_atomically<T, E>(
             } else {
                 io_err(e.error)
             }
-        })?;
-    }
+        })
+    };
+    forget_partial(&partial);
+    persisted?;
     if let Ok(d) = File::open(&dir) {
         let _ = d.sync_all();
     }

@@ -568,16 +568,99 @@ fn killed_create_leaves_nothing_at_the_output_path_and_memory_stays_bounded() {
     drop(big);
     let out = dir.path().join("big.archpack");
     let bin = assert_cmd::cargo::cargo_bin("archpack");
-    let mut child = Std::new(&bin)
-        .args(["create", "-q", "--level", "19", "-o"])
-        .arg(&out)
-        .arg(format!("docker-archive:{}", archive.display()))
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let slow_create = || {
+        Std::new(&bin)
+            .args(["create", "-q", "--level", "19", "-o"])
+            .arg(&out)
+            .arg(format!("docker-archive:{}", archive.display()))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let partials = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".partial"))
+            .collect()
+    };
+    let wait_for_partial = || {
+        for _ in 0..200 {
+            if !partials().is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("no partial file appeared");
+    };
+
+    // Ctrl-C and SIGTERM: the partial file goes, the exit code is the shell's.
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let child = slow_create();
+        wait_for_partial();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let sent = Std::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let done = child.wait_with_output().unwrap();
+        assert_eq!(done.status.code(), Some(code), "SIG{signal}");
+        assert!(String::from_utf8_lossy(&done.stderr).contains("interrupted"));
+        assert!(partials().is_empty(), "SIG{signal} left {:?}", partials());
+        assert!(!out.exists());
+    }
+
+    // SIGKILL leaves the partial (nothing can run); the next create to the same output
+    // removes it, but never the partial of a create that is still running.
+    let mut killed = slow_create();
+    wait_for_partial();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
     assert!(!out.exists(), "a killed create left {}", out.display());
+    let stale = partials();
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    let live = slow_create();
+    let mut now = Vec::new();
+    for _ in 0..300 {
+        now = partials();
+        if !now.contains(&stale[0]) && now.len() == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        !now.contains(&stale[0]),
+        "the stale partial stayed: {now:?}"
+    );
+    assert_eq!(now.len(), 1, "the live create's partial: {now:?}");
+    let small = dir.path().join("small.tar");
+    write_docker_archive(
+        &small,
+        SyntheticImage {
+            tag: "small:1-amd64",
+            architecture: Some("amd64"),
+            layers: vec![layer_tar(&[("x", b"x")])],
+            diff_ids: None,
+        },
+    );
+    // Another create of the same output, while the first still runs: it leaves the live
+    // one's partial alone.
+    archpack()
+        .args(["create", "-q", "-o"])
+        .arg(&out)
+        .arg(format!("docker-archive:{}", small.display()))
+        .assert()
+        .success();
+    assert_eq!(partials(), now, "a create removed a live create's partial");
+    Std::new("kill")
+        .args(["-TERM", &live.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = live.wait_with_output();
+    assert!(partials().is_empty(), "left {:?}", partials());
+    std::fs::remove_file(&out).unwrap();
 
     // A full run at the default level stays within the memory bound.
     let child = Std::new(&bin)

@@ -286,6 +286,7 @@ pub fn run() -> Result<ExitCode, Error> {
             return Ok(ExitCode::from(code));
         }
     };
+    remove_partials_on_interrupt();
     let progress = render::Bars::new(cli.quiet);
     // The one place the engine's whereabouts are read.
     let endpoint = Endpoint::from_env()?;
@@ -389,6 +390,35 @@ fn print_json<T: serde::Serialize>(report: &T) {
         "{}",
         serde_json::to_string_pretty(report).unwrap_or_default()
     );
+}
+
+/// SIGINT and SIGTERM end the process as the shell expects (exit 130 / 143), but first
+/// remove the temporary file of whatever output was being written: a create stopped at
+/// 2 a.m. must not leave gigabytes of hidden `.partial` on the stick.
+fn remove_partials_on_interrupt() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let removed = archpack::fsutil::remove_partials();
+            let name = if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            eprintln!(
+                "archpack: interrupted by {name}{}",
+                if removed > 0 {
+                    "; the unfinished output was removed, nothing was written in its place"
+                } else {
+                    ""
+                }
+            );
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 /// A report as `--json` or as text; the unsigned warning first where it applies.
