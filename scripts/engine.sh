@@ -5,6 +5,7 @@
 #   scripts/engine.sh stop DIR    # stops it (data stays in DIR for a later start)
 #   scripts/engine.sh status DIR
 #
+# ARCHPACK_ENGINE_ARGS adds dockerd flags (a TLS listener, a config file, ...).
 # DIR should be short: the socket path must fit in 108 bytes.
 set -euo pipefail
 
@@ -31,7 +32,7 @@ start)
     # No iptables, no bridge: nothing of the host's network is touched.
     setsid dockerd --storage-driver overlay2 --iptables=false --bridge=none \
       --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$pidfile" \
-      -H "unix://$sock" >"$dir/dockerd.log" 2>&1 </dev/null &
+      -H "unix://$sock" ${ARCHPACK_ENGINE_ARGS:-} >"$dir/dockerd.log" 2>&1 </dev/null &
     for _ in $(seq 1 120); do
       DOCKER_HOST="unix://$sock" docker version >/dev/null 2>&1 && break
       sleep 0.5

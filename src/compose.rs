@@ -615,9 +615,14 @@ pub fn up(
     let compose = find_compose().ok_or(UpError::NoCompose)?;
     let run = |args: &[&str]| -> Result<std::process::Output, UpError> {
         let command = format!("{} {}", compose.join(" "), args.join(" "));
-        std::process::Command::new(&compose[0])
-            .args(&compose[1..])
-            .env("DOCKER_HOST", &endpoint.host)
+        let mut cmd = std::process::Command::new(&compose[0]);
+        // The same engine archpack loaded into: its context, or its host (TLS settings
+        // travel in the inherited environment).
+        match &endpoint.context {
+            Some(context) => cmd.env_remove("DOCKER_HOST").env("DOCKER_CONTEXT", context),
+            None => cmd.env("DOCKER_HOST", &endpoint.host),
+        };
+        cmd.args(&compose[1..])
             .arg("-f")
             .arg(file)
             .args(["-p", project])

@@ -148,7 +148,7 @@ proptest! {
         let bytes = mutate(&seeds().1, &flips, keep);
         let (_dir, path) = write_temp(&bytes, "src.tar");
         let reference = SourceRef::DockerArchive { path };
-        let endpoint = Endpoint { host: "unix:///nonexistent".into() };
+        let endpoint = Endpoint::from_host("unix:///nonexistent").unwrap();
         if let Ok(mut sources) = source::open_all(&[reference], &endpoint) {
             for src in &mut sources {
                 let all: Vec<usize> = (0..src.images().len()).collect();

@@ -569,14 +569,6 @@ fn an_interrupted_push_leaves_no_tag_and_a_rerun_completes_with_what_is_missing(
     assert!(registry.raw("zzz:1", None).is_some());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A token service (tests/support/token_server.py) for user fleet / t0ken-pass whose
 /// tokens live `lifetime` seconds; returns it with its certificate's directory.
 fn token_service(lifetime: u32) -> (std::process::Child, tempfile::TempDir, u16) {

@@ -289,6 +289,11 @@ pub struct TestEngine {
 
 impl TestEngine {
     pub fn start() -> TestEngine {
+        TestEngine::start_with("")
+    }
+
+    /// An engine started with extra dockerd flags (a TLS listener, ...).
+    pub fn start_with(extra_args: &str) -> TestEngine {
         let dir = tempfile::Builder::new()
             .prefix("ap-")
             .tempdir_in("/tmp")
@@ -296,6 +301,7 @@ impl TestEngine {
         let out = std::process::Command::new(script("engine.sh"))
             .arg("start")
             .arg(dir.path())
+            .env("ARCHPACK_ENGINE_ARGS", extra_args)
             .output()
             .unwrap();
         assert!(
@@ -456,6 +462,15 @@ pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
     out
+}
+
+/// A TCP port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits (up to 5 s) until something listens on `addr`.
