@@ -678,3 +678,115 @@ fn killed_create_leaves_nothing_at_the_output_path_and_memory_stays_bounded() {
         .assert()
         .success();
 }
+
+/// A containerd-store engine's `docker save` of a multi-platform image: `manifest.json`
+/// names one platform, the OCI index beside it holds them all. `fixtures/oci/multi`
+/// with such a `manifest.json` added is that archive.
+fn multi_platform_save(dir: &Path, drop_arm64: bool) -> std::path::PathBuf {
+    let layout = dir.join("save");
+    let copy = Std::new("cp")
+        .arg("-r")
+        .arg(fixtures().join("oci/multi"))
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let read = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(blob(d)).unwrap()).unwrap()
+    };
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index = read(top["manifests"][0]["digest"].as_str().unwrap());
+    let mut amd64 = None;
+    for m in index["manifests"].as_array().unwrap() {
+        let digest = m["digest"].as_str().unwrap();
+        let arch = m["platform"]["architecture"].as_str().unwrap();
+        if arch == "amd64" {
+            amd64 = Some(read(digest));
+        } else if drop_arm64 {
+            // As after a single-platform pull: the other platform's blobs are not there.
+            std::fs::remove_file(blob(digest)).unwrap();
+        }
+    }
+    let amd64 = amd64.unwrap();
+    let entry = serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", amd64["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:")),
+        "RepoTags": ["svc:v1.0"],
+        "Layers": amd64["layers"].as_array().unwrap().iter()
+            .map(|l| format!("blobs/sha256/{}", l["digest"].as_str().unwrap().trim_start_matches("sha256:")))
+            .collect::<Vec<_>>(),
+    }]);
+    std::fs::write(layout.join("manifest.json"), entry.to_string()).unwrap();
+    let archive = dir.join("save.tar");
+    let tar = Std::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .args(["-cf"])
+        .arg(&archive)
+        .args(["oci-layout", "index.json", "manifest.json", "blobs"])
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    archive
+}
+
+#[test]
+fn a_multi_platform_docker_save_keeps_every_platform_and_says_which() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = multi_platform_save(dir.path(), false);
+    let bundle = dir.path().join("multi.archpack");
+    archpack()
+        .args(["create", "-o"])
+        .arg(&bundle)
+        .arg(format!("docker-archive:{}", archive.display()))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("took linux/amd64, linux/arm64/v8"));
+    let ids = image_ids(&bundle);
+    let platforms: Vec<&str> = ids.iter().map(|(_, p, _)| p.as_str()).collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64/v8"], "{ids:?}");
+    assert!(ids.iter().all(|(n, _, _)| n == "svc:v1.0"), "{ids:?}");
+}
+
+#[test]
+fn platforms_an_index_names_but_does_not_hold_are_left_out_unless_asked_for() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = multi_platform_save(dir.path(), true);
+    let source = format!("docker-archive:{}", archive.display());
+    let bundle = dir.path().join("partial.archpack");
+    // Asked for only what is there: fine.
+    archpack()
+        .args(["create", "-q", "--platform", "linux/amd64", "-o"])
+        .arg(&bundle)
+        .arg(&source)
+        .assert()
+        .success();
+    assert_eq!(image_ids(&bundle).len(), 1);
+    // Nothing asked for: what is there, and a line about what is not.
+    archpack()
+        .args(["create", "--force", "-o"])
+        .arg(&bundle)
+        .arg(&source)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("left out"))
+        .stdout(predicate::str::contains("linux/arm64/v8"));
+    assert_eq!(image_ids(&bundle)[0].1, "linux/amd64");
+    // Asked for, and not there whole: refused, named.
+    assert_clean_failure(
+        dir.path(),
+        &["--platform".into(), "linux/arm64".into(), source],
+        "linux/arm64/v8 was asked for with --platform but is not there whole",
+    );
+}
