@@ -790,3 +790,76 @@ fn platforms_an_index_names_but_does_not_hold_are_left_out_unless_asked_for() {
         "linux/arm64/v8 was asked for with --platform but is not there whole",
     );
 }
+
+/// Only the names the user gave travel: not the other tags the image has on the build
+/// host. Bad names are refused at create, with the grammar's reason, and nothing is
+/// written.
+#[test]
+fn a_bundle_carries_only_the_names_given_and_refuses_bad_ones() {
+    if skip(&[Need::Fixtures, Need::SharedEngine]) {
+        return;
+    }
+    docker(&["tag", "svc:v1.0-amd64", "svc:latest"]);
+    docker(&["tag", "svc:v1.0-amd64", "corp/web:v2-amd64"]);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("names.archpack");
+    archpack_engine()
+        .args(["create", "-q", "-o"])
+        .arg(&bundle)
+        .arg("svc:v1.0-amd64")
+        .assert()
+        .success();
+    let info = inspect_json(&bundle);
+    assert_eq!(info["images"][0]["name"], "svc:v1.0");
+    assert_eq!(
+        info["images"][0]["platforms"][0]["sourceTags"],
+        serde_json::json!(["svc:v1.0-amd64"])
+    );
+
+    let id = docker(&["image", "inspect", "-f", "{{.Id}}", "svc:v1.0-amd64"]);
+    let d = dir.path();
+    let engine_failure = |args: &[String], needle: &str| {
+        let out = d.join("bad.archpack");
+        let assert = archpack_engine()
+            .args(["create", "-q", "-o"])
+            .arg(&out)
+            .args(args)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(needle));
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(!out.exists());
+    };
+    engine_failure(&[id.clone()], &format!("--name NAME:TAG={id}"));
+    engine_failure(
+        &["--name".into(), format!("MyApp:1={id}"), id.clone()],
+        "repository name must be lowercase",
+    );
+    for bad in ["app:1:2", "app:bad tag", "app:"] {
+        engine_failure(&[bad.into()], "invalid reference format");
+        engine_failure(
+            &["--name".into(), format!("{bad}={id}"), id.clone()],
+            "invalid reference format",
+        );
+    }
+    let digest_ref = format!("svc@sha256:{}", "0".repeat(64));
+    engine_failure(
+        &["--name".into(), format!("{digest_ref}={id}"), id.clone()],
+        "cannot be a tag",
+    );
+    // A name given for an ID is the only one it gets.
+    archpack_engine()
+        .args(["create", "-q", "--force", "-o"])
+        .arg(&bundle)
+        .arg("--name")
+        .arg(format!("edge/svc:v9={id}"))
+        .arg(&id)
+        .assert()
+        .success();
+    let info = inspect_json(&bundle);
+    assert_eq!(info["images"][0]["name"], "edge/svc:v9");
+    assert!(info["images"][0]["platforms"][0]
+        .get("sourceTags")
+        .is_none_or(|t| t.as_array().is_some_and(|a| a.is_empty())));
+}

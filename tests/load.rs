@@ -528,3 +528,38 @@ fn load_reads_a_bundle_from_stdin_and_refuses_a_truncated_stream() {
         .stderr(predicate::str::contains("truncated"));
     assert!(other.tags().is_empty());
 }
+
+/// A bundle carrying a name no engine takes (written by hand, or by an older archpack) is
+/// refused before a byte is sent: nothing loaded, nothing tagged.
+#[test]
+fn a_bundle_with_a_bad_name_is_refused_before_anything_is_sent() {
+    if skip(&[Need::OwnEngine]) {
+        return;
+    }
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["Bad:Tag", "app:1:2", "app:"] {
+        let bundle = synthetic_bundle(dir.path());
+        rewrite_index(&bundle, |index| {
+            index["images"][0]["platforms"][0]["sourceTags"] = serde_json::json!([bad]);
+            index["images"][0]["platforms"][1]["sourceTags"] = serde_json::json!([bad]);
+        });
+        let out = engine
+            .archpack()
+            .args(["load", "--allow-unsigned"])
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("not a valid image reference"),
+            "{bad}: {stderr}"
+        );
+        let images = engine.docker(&["images", "-aq"]);
+        assert!(
+            String::from_utf8_lossy(&images.stdout).trim().is_empty(),
+            "{bad}: something was loaded"
+        );
+    }
+}

@@ -248,6 +248,8 @@ fn plan(
             }
             let spec = spec_of(req, &image.source);
             let given = spec.and_then(|(i, _)| logical_names[i].clone());
+            // As the user typed it: what `--name NAME=SOURCE` must repeat.
+            let typed = spec.map_or(image.source.clone(), |(_, s)| s.text.clone());
             let source_tags = image
                 .names
                 .iter()
@@ -268,7 +270,7 @@ fn plan(
                     .familiar(),
                 (None, None) => {
                     return Err(RequestError::NoName {
-                        source_ref: image.source.clone(),
+                        source_ref: typed,
                         why: no_name_reason(&image.source),
                     }
                     .into())

@@ -54,7 +54,14 @@ impl EngineSource {
         let inspect = engine
             .runtime
             .block_on(engine.client.inspect_image(reference))
-            .map_err(|e| image_err(e.to_string()))?;
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => image_err(format!(
+                    "no image {reference} in this engine (`docker images` lists what it has)"
+                )),
+                other => image_err(other.to_string()),
+            })?;
         let id = inspect.id.clone().unwrap_or_default();
         let identity: Digest = id
             .parse()
@@ -80,7 +87,9 @@ impl EngineSource {
             })?;
         // Only the name asked for travels: tags the image also has here stay here.
         let names = match ImageRef::parse(reference) {
-            Ok(r) if r.digest().is_none() => vec![familiar_name(reference)],
+            Ok(r) if r.digest().is_none() && !super::is_image_id(reference) => {
+                vec![familiar_name(reference)]
+            }
             _ => Vec::new(),
         };
         self.images.push(SourceImage {

@@ -170,11 +170,15 @@ impl SourceRef {
     }
 }
 
+/// An image ID as the engine takes it: `sha256:<hex>` or 12+ hex digits.
+pub(crate) fn is_image_id(reference: &str) -> bool {
+    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// An engine image: a reference (`svc:v1`, `svc@sha256:…`) or an image ID.
 fn engine_ref(reference: &str) -> Result<SourceRef, SourceError> {
-    let is_id = reference.strip_prefix("sha256:").unwrap_or(reference);
-    let looks_like_id = is_id.len() >= 12 && is_id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !looks_like_id {
+    if !is_image_id(reference) {
         ImageRef::parse(reference).map_err(|e| SourceError::BadImageName {
             reference: reference.to_string(),
             reason: e.reason,
