@@ -91,19 +91,20 @@ fn pipe_through_ssh(conn: UnixStream, args: &[String], said: &Mutex<String>) -> 
         let _ = stderr.read_to_string(&mut err_text);
         err_text
     });
-    let _ = copy_plain(&mut stdout, &mut to_client);
+    let answered = copy_plain(&mut stdout, &mut to_client).unwrap_or(0);
+    // ssh said why before the client learns the connection is gone: record it first.
+    let text = errors.join().unwrap_or_default();
+    if answered == 0 && !text.trim().is_empty() {
+        if let Ok(mut s) = said.lock() {
+            *s = text.trim().lines().last().unwrap_or("").to_string();
+        }
+    }
     let _ = to_client.flush();
     // The remote end is done: end the client's side too, so the upstream copy stops,
     // ssh's stdin closes and ssh exits.
     let _ = to_client.shutdown(std::net::Shutdown::Both);
     let _ = upstream.join();
-    let status = child.wait()?;
-    let text = errors.join().unwrap_or_default();
-    if !status.success() && !text.trim().is_empty() {
-        if let Ok(mut s) = said.lock() {
-            *s = text.lines().last().unwrap_or("").to_string();
-        }
-    }
+    let _ = child.wait();
     Ok(())
 }
 
