@@ -831,7 +831,7 @@ fn a_bundle_carries_only_the_names_given_and_refuses_bad_ones() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(!out.exists());
     };
-    engine_failure(&[id.clone()], &format!("--name NAME:TAG={id}"));
+    engine_failure(std::slice::from_ref(&id), &format!("--name NAME:TAG={id}"));
     engine_failure(
         &["--name".into(), format!("MyApp:1={id}"), id.clone()],
         "repository name must be lowercase",
