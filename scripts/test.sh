@@ -18,6 +18,11 @@ echo "== test images"
 fixtures="$root/target/test-fixtures"
 scripts/make-test-images.sh "$fixtures"
 
+echo "== newer engines (Debian sid chroot: Docker 28, containerd 2, podman 5)"
+sid_root="$root/target/sid"
+scripts/sid-chroot.sh ensure "$sid_root"
+export ARCHPACK_SID_ROOT="$sid_root"
+
 echo "== throwaway engine"
 engine_dir=$(mktemp -d /tmp/archpack-engine.XXXXXX)
 cleanup() {
@@ -25,6 +30,7 @@ cleanup() {
   # overlay mounts must go before the directory can.
   grep -o " $engine_dir[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$engine_dir" || true
+  scripts/sid-chroot.sh umount "$sid_root" || true
 }
 trap cleanup EXIT
 eval "$(scripts/engine.sh start "$engine_dir")"

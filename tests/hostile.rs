@@ -707,3 +707,76 @@ fn an_image_the_bundle_lacks_is_named_by_every_command() {
     }
     assert!(!out.exists());
 }
+
+/// A config member that is not an image config (a manifest in its slot: what archpack
+/// once stored from a containerd-store engine) verifies by digest but cannot load; it is
+/// an integrity failure for `verify`, `extract` and `load` alike.
+#[test]
+fn a_manifest_in_a_configs_slot_is_refused_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = synthetic_bundle(dir.path());
+    let index = bundle_index(&bundle);
+    let config = index["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["kind"] == "config")
+        .unwrap()
+        .clone();
+    let size = config["size"].as_u64().unwrap() as usize;
+    let mut fake = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#.to_vec();
+    assert!(fake.len() <= size);
+    fake.resize(size, b' ');
+    let old = config["digest"].as_str().unwrap().to_string();
+    let new = format!("sha256:{}", sha256_hex(&fake));
+    let offset = config["offset"].as_u64().unwrap() as usize;
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    bytes[offset..offset + size].copy_from_slice(&fake);
+    let mut header = tar::Header::new_ustar();
+    header
+        .set_path(format!("blobs/sha256/{}", &new[7..]))
+        .unwrap();
+    header.set_size(size as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    bytes[offset - 512..offset].copy_from_slice(header.as_bytes());
+    std::fs::write(&bundle, bytes).unwrap();
+    rewrite_index(&bundle, |index| {
+        for m in index["members"].as_array_mut().unwrap() {
+            if m["digest"] == old.as_str() {
+                m["digest"] = new.clone().into();
+                m["name"] = format!("blobs/sha256/{}", &new[7..]).into();
+            }
+        }
+        for image in index["images"].as_array_mut().unwrap() {
+            for p in image["platforms"].as_array_mut().unwrap() {
+                if p["config"] == old.as_str() {
+                    p["config"] = new.clone().into();
+                }
+            }
+        }
+    });
+    let platform = "linux/amd64";
+    refused(
+        archpack().args(["verify", "--allow-unsigned"]).arg(&bundle),
+        3,
+        "not an image config",
+    );
+    let out = dir.path().join("x.tar");
+    let arch = if index["images"][0]["platforms"][0]["config"] == old.as_str() {
+        platform
+    } else {
+        "linux/arm64"
+    };
+    refused(
+        archpack()
+            .args(["extract", "--allow-unsigned", "--platform", arch, "-o"])
+            .arg(&out)
+            .arg(&bundle),
+        3,
+        "rootfs",
+    );
+    assert!(!out.exists());
+}

@@ -283,7 +283,7 @@ pub fn load(report: &LoadReport) -> String {
             [
                 s.name.clone(),
                 s.platform.clone(),
-                short(&s.image_id),
+                short(&s.engine_id),
                 s.status.clone(),
                 s.tags.join(","),
                 String::new(),
@@ -313,8 +313,10 @@ pub fn load(report: &LoadReport) -> String {
         plural(report.layers_to_send, "layer"),
         plural(report.layers_present, "layer"),
         match &report.full_uploads {
-            Some(why) => format!("; every layer is sent: {why}"),
-            None => String::new(),
+            Some(why) if report.layers_to_send > 0 => {
+                format!("; every layer of a missing image is sent: {why}")
+            }
+            _ => String::new(),
         },
         human_bytes(report.bundle_bytes_read),
     ));

@@ -208,10 +208,7 @@ pub fn docker_archive_file(
     .map_err(|e| e.flatten())
 }
 
-/// Writes `selected` as an OCI archive: layers as stored (zstd), configs and manifests
-/// byte for byte, an `index.json` naming each image by its logical name (and its full
-/// name for containerd), and a `manifest.json` for Docker's loader, which reads only
-/// that (Docker 23+ decompresses the zstd layers; 20.10 cannot: give it a docker-archive).
+/// Writes `selected` as an OCI archive file (atomically, beside `path`).
 pub fn oci_archive_file(
     reader: &BundleReader,
     selected: &[Selected],
@@ -220,56 +217,82 @@ pub fn oci_archive_file(
     mtime: u64,
     progress: &dyn Progress,
 ) -> Result<ArchiveStats, ArchiveError> {
-    let tags = checked_tags(selected)?;
     crate::fsutil::write_atomically(path, force, 0o644, |file| {
-        let mut stats = ArchiveStats::default();
-        let mut blobs: Vec<&Member> = Vec::new();
-        let mut top = Vec::new();
-        let mut docker_manifest = Vec::new();
-        for (s, tags) in selected.iter().zip(tags) {
-            stats.images += 1;
-            for d in [&s.entry.config, &s.entry.manifest]
-                .into_iter()
-                .chain(s.entry.layers.iter())
-            {
-                let m = member(reader, d)?;
-                if !blobs.iter().any(|b| b.digest == m.digest) {
-                    blobs.push(m);
-                }
-            }
-            let manifest = member(reader, &s.entry.manifest)?;
-            let full = ImageRef::parse_tagged(&s.image.name)?.full();
-            let mut d = oci::platform_manifest(&manifest.digest, manifest.size, &s.entry.platform);
-            d = oci::named(d, &s.image.name, Some(&full));
-            top.push(d);
-            docker_manifest.push(ArchiveManifestEntry {
-                config: s.entry.config.blob_path(),
-                repo_tags: tags,
-                layers: s.entry.layers.iter().map(|l| l.blob_path()).collect(),
-            });
-        }
-        blobs.sort_by_key(|m| m.offset);
-        progress.start("writing", Some(blobs.iter().map(|m| m.size).sum()));
-        let mut tar = TarOut::new(io::BufWriter::with_capacity(1 << 20, file));
-        tar.append_bytes("oci-layout", oci::OCI_LAYOUT, mtime)?;
-        for m in blobs {
-            let mut checked = CheckedBlob::new(reader, m, progress);
-            tar.append(&m.name, m.size, mtime, &mut checked)?;
-            stats.blob_bytes_read += m.size;
-            if m.diff_id.is_some() {
-                stats.layers_sent += 1;
-            }
-        }
-        let oci_index = oci::index(top)?;
-        tar.append_bytes("index.json", &oci_index, mtime)?;
-        let docker_manifest =
-            serde_json::to_vec(&docker_manifest).map_err(|e| tar.error(e.into()))?;
-        tar.append_bytes("manifest.json", &docker_manifest, mtime)?;
-        stats.bytes_written = tar.finish()?;
-        progress.finish();
-        Ok(stats)
+        write_oci_archive(
+            reader,
+            selected,
+            &Skip::default(),
+            io::BufWriter::with_capacity(1 << 20, file),
+            mtime,
+            progress,
+        )
     })
     .map_err(|e| e.flatten())
+}
+
+/// Writes `selected` as an OCI archive: layers as stored (zstd), configs and manifests
+/// byte for byte, an `index.json` naming each image by its logical name (and its full
+/// name for containerd), and a `manifest.json` for Docker's loader on the classic store,
+/// which reads only that (Docker 23+ decompresses the zstd layers; 20.10 cannot: give it
+/// a docker-archive). The containerd image store takes it as it is: the image ID there is
+/// then the bundle's manifest digest, as a registry pull would give. Images in
+/// `skip.images` are left out.
+pub fn write_oci_archive<W: Write>(
+    reader: &BundleReader,
+    selected: &[Selected],
+    skip: &Skip,
+    out: W,
+    mtime: u64,
+    progress: &dyn Progress,
+) -> Result<ArchiveStats, ArchiveError> {
+    let tags = checked_tags(selected)?;
+    let mut stats = ArchiveStats::default();
+    let mut blobs: Vec<&Member> = Vec::new();
+    let mut top = Vec::new();
+    let mut docker_manifest = Vec::new();
+    for (s, tags) in selected.iter().zip(tags) {
+        if skip.images.contains(&s.entry.config) {
+            continue;
+        }
+        stats.images += 1;
+        for d in [&s.entry.config, &s.entry.manifest]
+            .into_iter()
+            .chain(s.entry.layers.iter())
+        {
+            let m = member(reader, d)?;
+            if !blobs.iter().any(|b| b.digest == m.digest) {
+                blobs.push(m);
+            }
+        }
+        let manifest = member(reader, &s.entry.manifest)?;
+        let full = ImageRef::parse_tagged(&s.image.name)?.full();
+        let d = oci::platform_manifest(&manifest.digest, manifest.size, &s.entry.platform);
+        top.push(oci::named(d, &s.image.name, Some(&full)));
+        docker_manifest.push(ArchiveManifestEntry {
+            config: s.entry.config.blob_path(),
+            repo_tags: tags,
+            layers: s.entry.layers.iter().map(|l| l.blob_path()).collect(),
+        });
+    }
+    blobs.sort_by_key(|m| m.offset);
+    progress.start("sending", Some(blobs.iter().map(|m| m.size).sum()));
+    let mut tar = TarOut::new(out);
+    tar.append_bytes("oci-layout", oci::OCI_LAYOUT, mtime)?;
+    for m in blobs {
+        let mut checked = CheckedBlob::new(reader, m, progress);
+        tar.append(&m.name, m.size, mtime, &mut checked)?;
+        stats.blob_bytes_read += m.size;
+        if m.diff_id.is_some() {
+            stats.layers_sent += 1;
+        }
+    }
+    let oci_index = oci::index(top)?;
+    tar.append_bytes("index.json", &oci_index, mtime)?;
+    let docker_manifest = serde_json::to_vec(&docker_manifest).map_err(|e| tar.error(e.into()))?;
+    tar.append_bytes("manifest.json", &docker_manifest, mtime)?;
+    stats.bytes_written = tar.finish()?;
+    progress.finish();
+    Ok(stats)
 }
 
 pub(crate) fn member<'a>(

@@ -1,15 +1,22 @@
 //! Delivering into a Docker-compatible engine: plan against what the engine already has,
-//! stream one docker-archive built on the fly into `POST /images/load`, then tag and
-//! prove the result (image ID = config digest, architecture = the chosen platform).
+//! stream one archive built on the fly into `POST /images/load`, then tag and prove the
+//! result (the image's identity and architecture in the engine are the bundle's).
 //!
-//! Engine facts that shape this (see shared notes): Docker 20.10 reads only the
-//! docker-archive form and rejects zstd, so layers are decompressed as they stream;
-//! the graphdriver store skips layers whose chain it has (they may be absent from the
-//! upload), the containerd store does not; errors arrive inside a 200 response; the
-//! daemon unpacks the whole upload under its root before registering anything, so an
-//! aborted upload loads nothing.
+//! What the archive is depends on how the engine stores images ([`Store`]):
+//! - Docker's classic (graphdriver) store reads only the docker-archive form and Docker
+//!   20.10 rejects zstd, so layers are decompressed as they stream; it skips layers whose
+//!   chain it has (they may be absent from the upload) and checks every diff_id itself.
+//!   Image ID = config digest.
+//! - The containerd image store (Docker 29's default) keeps compressed blobs: it gets an
+//!   OCI archive with the layers as stored (zstd; measured on Docker 28.5: loaded and run,
+//!   no decompression here), and the image ID there is the bundle's manifest digest, as a
+//!   registry pull would give.
+//! - podman reads only complete docker-archives; image ID = config digest.
+//!
+//! Errors arrive inside a 200 response; the daemon takes the whole upload before it
+//! registers anything, so an aborted upload loads nothing.
 
-use crate::deliver::archive::{write_docker_archive, ArchiveError, Skip};
+use crate::deliver::archive::{write_docker_archive, write_oci_archive, ArchiveError, Skip};
 use crate::digest::Digest;
 use crate::docker::{Engine, EngineError};
 use crate::platform::{Platform, Selected};
@@ -61,66 +68,120 @@ impl LoadError {
     }
 }
 
+/// How an engine stores images: what it reads, and what it calls an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Store {
+    /// Docker's graphdriver store (overlay2): docker-archives, layers it has may be left
+    /// out; image ID = config digest.
+    Classic,
+    /// Docker's containerd image store: OCI archives with compressed layers; image ID =
+    /// manifest digest.
+    Containerd,
+    /// podman's Docker-compatible API: complete docker-archives; image ID = config digest.
+    Podman,
+}
+
+impl Store {
+    /// What the engine calls an image of the bundle.
+    pub fn image_id<'a>(&self, entry: &'a archpack_format::PlatformEntry) -> &'a Digest {
+        match self {
+            Store::Containerd => &entry.manifest,
+            Store::Classic | Store::Podman => &entry.config,
+        }
+    }
+
+    /// Why every layer of a missing image is sent, where that is so.
+    pub fn full_uploads(&self) -> Option<&'static str> {
+        match self {
+            Store::Classic => None,
+            Store::Containerd => {
+                Some("the containerd image store takes whole images (layers as stored, zstd)")
+            }
+            Store::Podman => Some("podman reads only complete docker-archives"),
+        }
+    }
+}
+
 /// What the engine has that a load can skip, and how it stores images.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineState {
+    pub store: Store,
+    /// Image IDs the engine has, as it names them ([`Store::image_id`]).
     pub present_images: HashSet<Digest>,
+    /// Layer chains the classic store has.
     pub present_chains: HashSet<Digest>,
-    /// Why every layer of a missing image must be sent, when the engine cannot take
-    /// a docker-archive with layers left out (containerd image store, podman).
-    pub full_uploads: Option<String>,
     pub root_dir: Option<String>,
     /// The engine's disk is this host's (a local socket): free space can be checked.
     pub local: bool,
 }
 
+impl EngineState {
+    pub fn full_uploads(&self) -> Option<&'static str> {
+        self.store.full_uploads()
+    }
+}
+
 pub fn engine_state(engine: &Engine) -> Result<EngineState, LoadError> {
     let info = engine.info()?;
-    let containerd_store = crate::docker::uses_containerd_store(engine)?;
-    let podman = crate::docker::is_podman(engine)?;
-    let full_uploads = if podman {
-        Some("podman reads only complete docker-archives".to_string())
-    } else if containerd_store {
-        Some("the containerd image store reads only complete docker-archives".to_string())
+    let store = if crate::docker::is_podman(engine)? {
+        Store::Podman
+    } else if crate::docker::uses_containerd_store(engine)? {
+        Store::Containerd
     } else {
-        None
+        Store::Classic
     };
+    // Multi-platform images on the containerd store are indexes; their manifests are
+    // images too (Docker 28 lists them with `manifests`; older engines ignore it).
     let images = engine
         .runtime
         .block_on(engine.client.list_images(Some(ListImagesOptions {
             all: true,
+            manifests: store == Store::Containerd,
             ..Default::default()
         })))
         .map_err(|e| engine.api_error(e))?;
     let mut state = EngineState {
-        full_uploads,
+        store,
+        present_images: HashSet::new(),
+        present_chains: HashSet::new(),
         root_dir: info.docker_root_dir.clone(),
         local: engine.endpoint.is_local(),
-        ..Default::default()
     };
-    // The layers of every image present: their chains need not be sent again. Asked
-    // 16 at a time: an engine with thousands of images answers in a second or two.
     let ids: Vec<Digest> = images
         .iter()
         .filter_map(|summary| summary.id.parse().ok())
         .collect();
-    let layers: Vec<Vec<Digest>> = engine.runtime.block_on(
-        futures_util::stream::iter(&ids)
-            .map(|id| async move {
-                let inspect = engine.client.inspect_image(&id.to_string()).await.ok();
-                inspect
-                    .and_then(|i| i.root_fs)
-                    .and_then(|r| r.layers)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|d| d.parse().ok())
-                    .collect()
-            })
-            .buffer_unordered(16)
-            .collect(),
-    );
-    for diffs in layers {
-        state.present_chains.extend(chain_ids(&diffs));
+    for summary in &images {
+        for m in summary.manifests.iter().flatten() {
+            if m.available {
+                if let Ok(d) = m.id.parse() {
+                    state.present_images.insert(d);
+                }
+            }
+        }
+    }
+    if store == Store::Classic {
+        // The layers of every image present: their chains need not be sent again.
+        // Asked 16 at a time: thousands of images answer in a second or two.
+        let layers: Vec<Vec<Digest>> = engine.runtime.block_on(
+            futures_util::stream::iter(&ids)
+                .map(|id| async move {
+                    let inspect = engine.client.inspect_image(&id.to_string()).await.ok();
+                    inspect
+                        .and_then(|i| i.root_fs)
+                        .and_then(|r| r.layers)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|d| d.parse().ok())
+                        .collect()
+                })
+                .buffer_unordered(16)
+                .collect(),
+        );
+        for diffs in layers {
+            state.present_chains.extend(chain_ids(&diffs));
+        }
     }
     state.present_images.extend(ids);
     Ok(state)
@@ -129,9 +190,13 @@ pub fn engine_state(engine: &Engine) -> Result<EngineState, LoadError> {
 /// What a load will do.
 #[derive(Debug, Clone)]
 pub struct LoadPlan {
+    pub store: Store,
     pub skip: Skip,
-    /// Uncompressed bytes of configs and layers that will be sent.
+    /// Bytes of configs and layers that will be sent (layers uncompressed, or as stored
+    /// for the containerd store).
     pub bytes_to_send: u64,
+    /// Bytes the engine will hold once they are unpacked (every layer sent, uncompressed).
+    pub bytes_unpacked: u64,
     pub layers_to_send: usize,
     pub layers_present: usize,
     pub free_space: Option<u64>,
@@ -146,15 +211,16 @@ pub fn plan(
     // Docker's graphdriver store computes every layer's diff_id and refuses a mismatch
     // (image/tarexport/load.go; tests/hostile.rs shows it). Other stores: hash here too.
     let mut skip = Skip {
-        diff_id_hashing: state.full_uploads.is_none(),
+        diff_id_hashing: state.store == Store::Classic,
         ..Skip::default()
     };
     let mut bytes_to_send = 0;
+    let mut bytes_unpacked = 0;
     let mut layers_to_send = 0;
     let mut layers_present = 0;
     let mut counted = HashSet::new();
     for s in selected {
-        if state.present_images.contains(&s.entry.config) {
+        if state.present_images.contains(state.store.image_id(s.entry)) {
             skip.images.insert(s.entry.config.clone());
             continue;
         }
@@ -167,16 +233,19 @@ pub fn plan(
                 member: s.image.name.clone(),
                 detail: "the index gives a layer no diffId".into(),
             })?;
-        for ((blob, chain), _) in s.entry.layers.iter().zip(chain_ids(&diffs)).zip(&diffs) {
-            if state.full_uploads.is_none() && state.present_chains.contains(&chain) {
+        for (blob, chain) in s.entry.layers.iter().zip(chain_ids(&diffs)) {
+            if state.store == Store::Classic && state.present_chains.contains(&chain) {
                 skip.chains.insert(chain);
                 layers_present += 1;
             } else if counted.insert(blob.clone()) {
                 layers_to_send += 1;
-                bytes_to_send += index
-                    .member_by_digest(blob)
-                    .and_then(|m| m.uncompressed_size)
-                    .unwrap_or(0);
+                let m = index.member_by_digest(blob);
+                let unpacked = m.and_then(|m| m.uncompressed_size).unwrap_or(0);
+                bytes_unpacked += unpacked;
+                bytes_to_send += match state.store {
+                    Store::Containerd => m.map_or(0, |m| m.size),
+                    Store::Classic | Store::Podman => unpacked,
+                };
             }
         }
     }
@@ -186,17 +255,24 @@ pub fn plan(
         .filter(|_| state.local)
         .and_then(|root| fs4::available_space(root).ok());
     Ok(LoadPlan {
+        store: state.store,
         skip,
         bytes_to_send,
+        bytes_unpacked,
         layers_to_send,
         layers_present,
         free_space,
     })
 }
 
-/// Space the engine needs: the upload unpacked under its tmp, then the layers.
+/// Space the engine needs. The classic store and podman unpack the whole upload under
+/// their tmp, then register the layers: twice the upload. The containerd store keeps the
+/// compressed blobs it was sent and unpacks them into snapshots beside them.
 pub fn space_needed(plan: &LoadPlan) -> u64 {
-    plan.bytes_to_send.saturating_mul(2)
+    match plan.store {
+        Store::Containerd => plan.bytes_to_send.saturating_add(plan.bytes_unpacked),
+        Store::Classic | Store::Podman => plan.bytes_to_send.saturating_mul(2),
+    }
 }
 
 /// Refuses a load that cannot fit, before a byte is sent.
@@ -233,7 +309,14 @@ pub fn send(
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
             let mut out = writer;
-            let result = write_docker_archive(reader, selected, &plan.skip, &mut out, 0, progress);
+            let result = match plan.store {
+                Store::Containerd => {
+                    write_oci_archive(reader, selected, &plan.skip, &mut out, 0, progress)
+                }
+                Store::Classic | Store::Podman => {
+                    write_docker_archive(reader, selected, &plan.skip, &mut out, 0, progress)
+                }
+            };
             match &result {
                 // Fail the request body: the engine aborts the load, nothing is tagged.
                 Err(e) => out.fail(io::Error::other(e.to_string())),
@@ -317,10 +400,14 @@ pub fn send(
 /// Tags every selected image where a tag is missing (the load itself applied the tags
 /// of the images it sent) and checks that each tag names the bundle's image ID and that
 /// the image has the chosen platform.
-pub fn tag_and_check(engine: &Engine, selected: &[Selected]) -> Result<(), LoadError> {
+pub fn tag_and_check(
+    engine: &Engine,
+    store: Store,
+    selected: &[Selected],
+) -> Result<(), LoadError> {
     let tags = crate::deliver::archive::checked_tags(selected)?;
     for (s, tags) in selected.iter().zip(tags) {
-        let id = s.entry.config.to_string();
+        let id = store.image_id(s.entry).to_string();
         let found = engine
             .runtime
             .block_on(engine.client.inspect_image(&id))

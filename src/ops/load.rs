@@ -35,8 +35,13 @@ pub struct LoadRequest {
 pub struct LoadedImage {
     pub name: String,
     pub platform: String,
-    /// The config digest: the image ID on the classic store.
+    /// The config digest: the image's identity (the image ID on Docker's classic store
+    /// and podman).
     pub image_id: String,
+    /// The bundle's manifest digest: the image ID on the containerd image store.
+    pub manifest_digest: String,
+    /// What this engine calls the image (`docker images` shows it).
+    pub engine_id: String,
     /// `already present`, `would load`, `loaded`.
     pub status: String,
     pub tags: Vec<String>,
@@ -59,6 +64,8 @@ pub struct LoadReport {
     pub bundle_bytes_read: u64,
     /// Why every layer of a missing image is sent, when the engine needs that.
     pub full_uploads: Option<String>,
+    /// How the engine stores images (what it reads, what it calls an image).
+    pub store: deliver::Store,
     pub free_space: Option<u64>,
     pub space_needed: u64,
     pub engine_root: Option<String>,
@@ -90,7 +97,7 @@ pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Er
     let mut sent = 0;
     if !req.dry_run {
         sent = deliver::send(&engine, &reader, &selected, &plan, progress)?;
-        deliver::tag_and_check(&engine, &selected)?;
+        deliver::tag_and_check(&engine, state.store, &selected)?;
     }
     let mut compose_file = None;
     let mut services = None;
@@ -113,6 +120,8 @@ pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Er
             name: s.image.name.clone(),
             platform: s.entry.platform.to_string(),
             image_id: s.entry.config.to_string(),
+            manifest_digest: s.entry.manifest.to_string(),
+            engine_id: state.store.image_id(s.entry).to_string(),
             status: match (plan.skip.images.contains(&s.entry.config), req.dry_run) {
                 (true, _) => "already present",
                 (false, true) => "would load",
@@ -134,7 +143,8 @@ pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Er
         layers_to_send: plan.layers_to_send,
         layers_present: plan.layers_present,
         bundle_bytes_read: reader.bytes_read(),
-        full_uploads: state.full_uploads.clone(),
+        full_uploads: state.full_uploads().map(String::from),
+        store: state.store,
         free_space: plan.free_space,
         space_needed: deliver::space_needed(&plan),
         engine_root: state.root_dir.clone(),

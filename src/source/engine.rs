@@ -30,6 +30,10 @@ pub struct EngineSource {
     images: Vec<SourceImage>,
     /// The containerd image store: image IDs are manifest (or index) digests.
     containerd_store: bool,
+    /// Compressed blob digest → diff_id, learnt from earlier exports (the containerd
+    /// store names layers by their compressed digest): a blob seen again is known by
+    /// name and skipped unread when the bundle has it.
+    learned: HashMap<Digest, Digest>,
 }
 
 impl EngineSource {
@@ -41,6 +45,7 @@ impl EngineSource {
             references: Vec::new(),
             images: Vec::new(),
             containerd_store,
+            learned: HashMap::new(),
         })
     }
 
@@ -111,7 +116,7 @@ impl EngineSource {
     /// shares with one exported before); if such a hash turns out to be a layer still
     /// needed, the export is asked for again without that shortcut.
     fn export(
-        &self,
+        &mut self,
         i: usize,
         sink: &mut dyn LayerSink,
         no_shortcut: &HashSet<u64>,
@@ -145,9 +150,23 @@ impl EngineSource {
             let size = entry.size();
             let origin = format!("{label}:{name}");
             // Docker 25+ names uncompressed layers by their diff_id.
-            if let Some(d) = blob_digest(&name).filter(|d| mine.contains(d)) {
+            // Docker 25+ names uncompressed layers by their diff_id; a compressed blob
+            // an earlier export decompressed is known by its digest.
+            let named = blob_digest(&name);
+            let known = named.as_ref().and_then(|d| {
+                if mine.contains(d) {
+                    Some(d.clone())
+                } else {
+                    self.learned
+                        .get(d)
+                        .filter(|diff| mine.contains(diff))
+                        .cloned()
+                }
+            });
+            if let Some(d) = known {
                 if sink.wants(&d) {
-                    sink.layer(&origin, Some(&d), &mut entry)?;
+                    let mut layer = decompress(&mut entry).map_err(engine_err)?;
+                    sink.layer(&origin, Some(&d), &mut layer)?;
                 }
                 continue;
             }
@@ -187,8 +206,12 @@ impl EngineSource {
                 }
                 return Ok(Exported::Retry(size));
             }
-            let mut layer = decompress(data).map_err(engine_err)?;
+            let mut layer = HashingReader::new(decompress(data).map_err(engine_err)?);
             sink.layer(&origin, None, &mut layer)?;
+            if let (Some(blob), false) = (named, plain) {
+                let (diff_id, _) = layer.finish();
+                self.learned.insert(blob, diff_id);
+            }
         }
         if let Some(missing) = image.diff_ids.iter().find(|d| sink.wants(d)) {
             return Err(SourceError::EngineImage {

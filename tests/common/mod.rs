@@ -19,6 +19,9 @@ pub enum Need {
     OwnEngine,
     /// A program on PATH.
     Tool(&'static str),
+    /// The Debian sid chroot with Docker 28, containerd 2 and podman 5
+    /// (scripts/sid-chroot.sh; ARCHPACK_SID_ROOT).
+    SidEngines,
 }
 
 impl Need {
@@ -36,6 +39,10 @@ impl Need {
                 (!root || !on_path("dockerd")).then(|| "root and dockerd".into())
             }
             Need::Tool(t) => (!on_path(t)).then(|| format!("`{t}`")),
+            Need::SidEngines => match std::env::var_os("ARCHPACK_SID_ROOT") {
+                Some(r) if Path::new(&r).join(".archpack-complete").exists() => None,
+                _ => Some("the sid chroot with the newer engines (ARCHPACK_SID_ROOT)".into()),
+            },
         }
     }
 }
@@ -281,27 +288,91 @@ pub fn wait_with_max_rss(mut child: std::process::Child) -> (i32, u64) {
     }
 }
 
+/// The engines archpack is tested against (scripts/engine.sh's kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// bookworm's Docker 20.10, classic store.
+    Docker20,
+    /// sid's Docker 28, classic (overlay2) store.
+    Docker28,
+    /// sid's Docker 28 with the containerd image store.
+    Docker28Containerd,
+    /// sid's podman 5 Docker-compatible service.
+    Podman5,
+}
+
+impl EngineKind {
+    pub const ALL: [EngineKind; 4] = [
+        EngineKind::Docker20,
+        EngineKind::Docker28,
+        EngineKind::Docker28Containerd,
+        EngineKind::Podman5,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Docker20 => "docker20",
+            EngineKind::Docker28 => "docker28",
+            EngineKind::Docker28Containerd => "docker28-containerd",
+            EngineKind::Podman5 => "podman5",
+        }
+    }
+
+    fn in_chroot(self) -> bool {
+        self != EngineKind::Docker20
+    }
+
+    /// Whether containers can run in it here (podman's crun cannot in this sandbox:
+    /// "cgroups in hybrid mode not supported").
+    pub fn runs_containers(self) -> bool {
+        self != EngineKind::Podman5
+    }
+
+    /// What `docker images` calls an image of the bundle: the config digest, or the
+    /// manifest digest on the containerd store.
+    pub fn id_of<'a>(self, config: &'a str, manifest: &'a str) -> &'a str {
+        if self == EngineKind::Docker28Containerd {
+            manifest
+        } else {
+            config
+        }
+    }
+}
+
 /// A throwaway engine of the test's own (scripts/engine.sh), stopped and removed on drop.
 pub struct TestEngine {
     pub dir: tempfile::TempDir,
     pub host: String,
+    pub kind: EngineKind,
 }
 
 impl TestEngine {
     pub fn start() -> TestEngine {
-        TestEngine::start_with("")
+        TestEngine::start_kind(EngineKind::Docker20, "")
     }
 
     /// An engine started with extra dockerd flags (a TLS listener, ...).
     pub fn start_with(extra_args: &str) -> TestEngine {
+        TestEngine::start_kind(EngineKind::Docker20, extra_args)
+    }
+
+    /// An engine of `kind`; those in the sid chroot keep their data under /tmp/apsid.
+    pub fn start_kind(kind: EngineKind, extra_args: &str) -> TestEngine {
+        let parent = if kind.in_chroot() {
+            "/tmp/apsid"
+        } else {
+            "/tmp"
+        };
+        std::fs::create_dir_all(parent).unwrap();
         let dir = tempfile::Builder::new()
             .prefix("ap-")
-            .tempdir_in("/tmp")
+            .tempdir_in(parent)
             .unwrap();
         let out = std::process::Command::new(script("engine.sh"))
             .arg("start")
             .arg(dir.path())
             .env("ARCHPACK_ENGINE_ARGS", extra_args)
+            .env("ARCHPACK_ENGINE_KIND", kind.name())
             .output()
             .unwrap();
         assert!(
@@ -310,7 +381,7 @@ impl TestEngine {
             String::from_utf8_lossy(&out.stderr)
         );
         let host = format!("unix://{}/docker.sock", dir.path().display());
-        TestEngine { dir, host }
+        TestEngine { dir, host, kind }
     }
 
     pub fn archpack(&self) -> Command {
@@ -358,13 +429,14 @@ impl TestEngine {
 impl Drop for TestEngine {
     fn drop(&mut self) {
         self.stop();
-        // overlay mounts under the data root must go before the directory can.
+        // overlay mounts under the data root must go before the directory can (an engine
+        // in the chroot mounts them under the chroot's view of the same directory).
         if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
             let root = self.dir.path().display().to_string();
             let mut points: Vec<&str> = mounts
                 .lines()
                 .filter_map(|l| l.split_whitespace().nth(1))
-                .filter(|p| p.starts_with(&root))
+                .filter(|p| p.contains(&root))
                 .collect();
             points.sort_by_key(|p| std::cmp::Reverse(p.len()));
             for p in points {

@@ -208,7 +208,9 @@ pub struct ConfigFacts {
 pub enum ConfigError {
     #[error("not an image config: {0}")]
     NotAConfig(String),
-    #[error("an image config without {0}")]
+    #[error(
+        "not an image config: it has no {0} (a manifest or another document in a config's place?)"
+    )]
     Missing(&'static str),
     #[error("a diff_id in rootfs is not a sha256 digest: {0}")]
     BadDiffId(String),

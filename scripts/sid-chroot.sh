@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# A Debian sid root with the engines users run today — Docker 28 (docker.io), containerd 2
+# (with ctr), podman 5 — for archpack's tests. Installing sid packages on the host would
+# replace its libc, so they live in a chroot; their sockets are reached from the host
+# through a directory bind-mounted at the same path inside and outside.
+#
+#   scripts/sid-chroot.sh ensure ROOT     # debootstrap + packages, once (idempotent)
+#   scripts/sid-chroot.sh mount ROOT      # proc, sys, dev, the shared /tmp/apsid
+#   scripts/sid-chroot.sh umount ROOT
+#   scripts/sid-chroot.sh run ROOT CMD... # a command inside (after mount)
+#
+# Facts and traps: ../shared/notes/engine-facts.md (sid's Release is past its date, so
+# apt needs Check-Valid-Until false; policy-rc.d keeps packages from starting services).
+set -euo pipefail
+
+cmd=${1:?usage: sid-chroot.sh ensure|mount|umount|run ROOT [CMD...]}
+root=${2:?usage: sid-chroot.sh ensure|mount|umount|run ROOT [CMD...]}
+shift 2
+# Sockets and data of engines in the chroot live here, at the same path on both sides.
+shared=/tmp/apsid
+mirror=${ARCHPACK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+packages="docker.io containerd runc podman crun fuse-overlayfs uidmap iptables ca-certificates"
+
+is_mounted() { grep -qs " $1 " /proc/mounts; }
+
+do_mount() {
+  mkdir -p "$shared" "$root$shared" "$root/proc" "$root/sys" "$root/dev"
+  is_mounted "$root" || mount --bind "$root" "$root" # runc's pivot_root wants a mount point
+  is_mounted "$root/proc" || mount -t proc proc "$root/proc"
+  is_mounted "$root/sys" || { mount --rbind /sys "$root/sys"; mount --make-rslave "$root/sys"; }
+  is_mounted "$root/dev" || { mount --rbind /dev "$root/dev"; mount --make-rslave "$root/dev"; }
+  is_mounted "$root$shared" || mount --bind "$shared" "$root$shared"
+}
+
+do_umount() {
+  grep -o " $root[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+}
+
+case "$cmd" in
+ensure)
+  if [ -f "$root/.archpack-complete" ]; then
+    exit 0
+  fi
+  command -v debootstrap >/dev/null || {
+    echo "sid-chroot: installing debootstrap"
+    apt-get install -y -qq debootstrap >/dev/null
+  }
+  started=$(date +%s)
+  echo "sid-chroot: debootstrap sid into $root"
+  do_umount
+  rm -rf "$root"
+  mkdir -p "$root"
+  debootstrap --variant=minbase sid "$root" "$mirror" >"$root.debootstrap.log" 2>&1 || {
+    tail -20 "$root.debootstrap.log" >&2
+    exit 1
+  }
+  printf 'Acquire::Check-Valid-Until "false";\n' >"$root/etc/apt/apt.conf.d/99archpack"
+  printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+  chmod 755 "$root/usr/sbin/policy-rc.d"
+  cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+  do_mount
+  echo "sid-chroot: installing $packages"
+  chroot "$root" env DEBIAN_FRONTEND=noninteractive sh -c \
+    "apt-get update -qq && apt-get install -y -qq --no-install-recommends $packages" \
+    >"$root.apt.log" 2>&1 || {
+    tail -20 "$root.apt.log" >&2
+    exit 1
+  }
+  chroot "$root" sh -c 'dockerd --version; containerd --version; podman --version' | sed 's/^/sid-chroot: /'
+  touch "$root/.archpack-complete"
+  echo "sid-chroot: ready in $(($(date +%s) - started)) s"
+  ;;
+mount) do_mount ;;
+umount) do_umount ;;
+run)
+  do_mount
+  exec chroot "$root" "$@"
+  ;;
+*)
+  echo "usage: sid-chroot.sh ensure|mount|umount|run ROOT [CMD...]" >&2
+  exit 2
+  ;;
+esac
