@@ -4,3 +4,4 @@
 pub mod archive;
 pub mod engine;
 pub mod registry;
+pub mod resolve;

@@ -636,15 +636,20 @@ pub fn push(
 ) -> Result<PushReport, PushError> {
     let (host, prefix) = parse_target(&opts.target)?;
     let roots = trusted_roots(&opts.ca_certs)?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .tls_config(
             ureq::tls::TlsConfig::builder()
                 .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
                 .build(),
         )
-        .build()
-        .into();
+        .build();
+    // Names are looked up without glibc's NSS: the binary may be static (resolve.rs).
+    let agent = ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        crate::deliver::resolve::StaticResolver,
+    );
     let auth = match (&opts.username, &opts.password) {
         (Some(u), Some(p)) => {
             use ct_codecs::{Base64, Encoder};

@@ -13,7 +13,6 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 pub struct BundleReader {
@@ -25,7 +24,7 @@ pub struct BundleReader {
     /// The signature member's bytes (minisign format), if the bundle is signed.
     pub signature: Option<Vec<u8>>,
     pub file_len: u64,
-    bytes_read: AtomicU64,
+    bytes_read: ByteCount,
 }
 
 /// Decides on a bundle from its raw index and signature bytes, before anything in
@@ -92,7 +91,7 @@ impl BundleReader {
             index_bytes: Vec::new(),
             signature: None,
             file_len,
-            bytes_read: AtomicU64::new(0),
+            bytes_read: ByteCount::default(),
         };
         let not_bundle = |detail: String| FormatError::NotABundle {
             path: path.to_path_buf(),
@@ -322,7 +321,7 @@ impl BundleReader {
         self.backing
             .read_exact_at(&mut block, offset)
             .map_err(|e| e.to_string())?;
-        self.bytes_read.fetch_add(BLOCK, Ordering::Relaxed);
+        self.bytes_read.add(BLOCK);
         ustar::parse(&block).map_err(|e| e.to_string())
     }
 
@@ -347,13 +346,13 @@ impl BundleReader {
                     }
                 }
             })?;
-        self.bytes_read.fetch_add(size, Ordering::Relaxed);
+        self.bytes_read.add(size);
         Ok(buf)
     }
 
     /// Bytes returned by reads of the bundle file so far.
     pub fn bytes_read(&self) -> u64 {
-        self.bytes_read.load(Ordering::Relaxed)
+        self.bytes_read.get()
     }
 
     /// A layer member's decompressed bytes, every check applied as they are read
@@ -520,6 +519,23 @@ impl BundleReader {
     }
 }
 
+/// A byte counter shared by concurrent member readers. A mutex rather than an
+/// `AtomicU64`: armv5te (Raspberry Pi Zero/1 under Debian armel) has no 64-bit atomics,
+/// and a count is taken once per read of up to a megabyte.
+#[derive(Default)]
+struct ByteCount(Mutex<u64>);
+
+impl ByteCount {
+    fn add(&self, n: u64) {
+        let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *c += n;
+    }
+
+    fn get(&self) -> u64 {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Positional reads of one member (no shared cursor: several may run at once).
 pub struct MemberReader<'a> {
     bundle: &'a BundleReader,
@@ -541,9 +557,7 @@ impl Read for MemberReader<'_> {
             ));
         }
         self.pos += n as u64;
-        self.bundle
-            .bytes_read
-            .fetch_add(n as u64, Ordering::Relaxed);
+        self.bundle.bytes_read.add(n as u64);
         Ok(n)
     }
 }
