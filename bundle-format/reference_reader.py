@@ -7,6 +7,7 @@
 
 Exit status 0 when the bundle is sound, 1 with one line naming the problem otherwise.
 """
+import gzip
 import hashlib
 import json
 import sys
@@ -15,6 +16,11 @@ BLOCK = 512
 INDEX = "archpack-index.json"
 SIGNATURE = "archpack-index.json.minisig"
 MAX_INDEX = 64 << 20
+# §3.4: what a member of each kind may claim.
+MAX_BY_KIND = {"config": 16 << 20, "manifest": 4 << 20, "image-index": 4 << 20,
+               "oci-layout": 4 << 10, "oci-index": 4 << 20}
+MAX_LOADER = 64 << 20
+MAX_INSTALLER = 64 << 10
 
 
 class Bad(Exception):
@@ -80,6 +86,8 @@ def read_bundle(path, platform=None):
         by_digest = {}
         for m in index["members"]:
             off, sz = m["offset"], m["size"]
+            if sz > MAX_BY_KIND.get(m["kind"], float("inf")):
+                raise Bad("member %s claims more than a %s may" % (m["name"], m["kind"]))
             if off % BLOCK or off < next_free + BLOCK:
                 raise Bad("member %s overlaps or is misaligned" % m["name"])
             if off + sz > data_len:
@@ -118,6 +126,31 @@ def read_bundle(path, platform=None):
             if "sha256:" + h.hexdigest() != m["digest"]:
                 raise Bad("member %s is corrupt" % m["name"])
 
+        # §11 (1.1): loaders, then the installer, after every member.
+        loaders = index.get("loaders")
+        if loaders:
+            tails = [(b, "archpack-loaders/archpack-linux-%s.gz" % b["target"], MAX_LOADER)
+                     for b in loaders["binaries"]]
+            tails.append((loaders["installer"], "archpack-install", MAX_INSTALLER))
+            for t, want, cap in tails:
+                if t["name"] != want or t["size"] > cap:
+                    raise Bad("loader member %s is misnamed or too large" % t["name"])
+                if t["offset"] % BLOCK or t["offset"] < next_free + BLOCK:
+                    raise Bad("loader member %s overlaps or is misaligned" % t["name"])
+                if t["offset"] + t["size"] > data_len:
+                    raise Bad("truncated: %s ends past the end of the file" % t["name"])
+                next_free = t["offset"] + padded(t["size"])
+                if parse_header(read_at(t["offset"] - BLOCK, BLOCK)) != (t["name"], t["size"]):
+                    raise Bad("%s: tar header disagrees with the index" % t["name"])
+                data = read_at(t["offset"], t["size"])
+                if "sha256:" + hashlib.sha256(data).hexdigest() != t["digest"]:
+                    raise Bad("%s is corrupt" % t["name"])
+                if "binaryDigest" in t:
+                    binary = gzip.decompress(data)
+                    if ("sha256:" + hashlib.sha256(binary).hexdigest(), len(binary)) != (
+                            t["binaryDigest"], t["binarySize"]):
+                        raise Bad("%s does not unpack to the binary the index names" % t["name"])
+
         # The OCI view agrees with the bundle index.
         oci = json.loads(read_at(by_digest_kind(index, "oci-index")["offset"],
                                  by_digest_kind(index, "oci-index")["size"]))
@@ -130,6 +163,7 @@ def read_bundle(path, platform=None):
         "format": fmt,
         "signed": signed,
         "members": len(index["members"]),
+        "loaders": [b["target"] for b in (index.get("loaders") or {}).get("binaries", [])],
         "images": {i["name"]: [platform_string(p["platform"]) for p in i["platforms"]] for i in index["images"]},
     }
     if platform:

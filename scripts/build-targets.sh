@@ -11,7 +11,8 @@
 # Built with Debian sid's rustc and cross gcc in the chroot scripts/sid-chroot.sh makes
 # (host packages would replace its libc); armv5te has no prebuilt std, so it is built
 # with -Zbuild-std from Debian's rust-src. Crates come from the host's cargo registry
-# (fetched here first), so the chroot needs no network for them.
+# (fetched here first); the standard library's own crates (for -Zbuild-std) are fetched
+# from the chroot into the same registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -21,16 +22,18 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(amd64 arm64 arm-v7 arm-v6)
 
 scripts/sid-chroot.sh ensure "$sid"
-build_packages="rustc cargo rust-src libstd-rust-dev:arm64 libstd-rust-dev:armhf gcc libc6-dev
-  gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-arm-linux-gnueabi"
-if [ ! -f "$sid/.archpack-build-tools" ]; then
+build_packages="rustc cargo rust-src libstd-rust-dev:arm64 libstd-rust-dev:armhf gcc libc6-dev"
+build_packages+=" gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-arm-linux-gnueabi"
+# The cross C libraries are only Recommends of the cross compilers: name them.
+build_packages+=" libc6-dev-arm64-cross libc6-dev-armhf-cross libc6-dev-armel-cross"
+if [ "$(cat "$sid/.archpack-build-tools" 2>/dev/null)" != "$build_packages" ]; then
   echo "build-targets: installing the Rust toolchain and cross compilers into $sid"
   scripts/sid-chroot.sh mount "$sid"
   # shellcheck disable=SC2086
   chroot "$sid" sh -c "dpkg --add-architecture arm64 && dpkg --add-architecture armhf &&
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $build_packages" \
     >"$sid.build-tools.log" 2>&1 || { tail -20 "$sid.build-tools.log" >&2; exit 1; }
-  touch "$sid/.archpack-build-tools"
+  echo "$build_packages" >"$sid/.archpack-build-tools"
 fi
 
 # Every crate the lock file names, for every platform, into the host's registry.
@@ -48,6 +51,8 @@ cleanup() { for m in "${mounted[@]}"; do umount -l "$m" 2>/dev/null || true; don
 trap cleanup EXIT
 bind "$root"
 bind "$cargo_home/registry"
+# The host's CA bundle: what reaches crates.io from here (a proxy's CA may be in it).
+cp /etc/ssl/certs/ca-certificates.crt "$sid/etc/archpack-host-ca.crt"
 mkdir -p "$out"
 
 triple_of() {
@@ -82,12 +87,12 @@ for t in "${targets[@]}"; do
   started=$(date +%s)
   echo "build-targets: $t ($triple)"
   chroot "$sid" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-    CARGO_HOME=/root/.cargo-archpack CARGO_NET_OFFLINE=true \
+    CARGO_HOME=/root/.cargo-archpack CARGO_HTTP_CAINFO=/etc/archpack-host-ca.crt \
     "CARGO_TARGET_${var}_LINKER=$cc" "CC_${triple//-/_}=$cc" \
     "CARGO_TARGET_${var}_RUSTFLAGS=-C target-feature=+crt-static" \
     "${env_extra[@]}" \
     sh -c "mkdir -p /root/.cargo-archpack && ln -sfn $cargo_home/registry /root/.cargo-archpack/registry &&
-      cd '$root' && cargo build --locked --offline --profile dist --bin archpack \
+      cd '$root' && cargo build --locked --profile dist --bin archpack \
         --target $triple --target-dir '$root/target/cross' ${extra[*]:-}" \
     >"$out/build-$t.log" 2>&1 || { tail -30 "$out/build-$t.log" >&2; exit 1; }
   bin="$root/target/cross/$triple/dist/archpack"

@@ -10,6 +10,8 @@
 #   docker28              Debian sid's dockerd 28 in the chroot ARCHPACK_SID_ROOT, overlay2
 #   docker28-containerd   the same with the containerd image store (Docker 29's default)
 #   podman5               sid's podman 5 `system service` (Docker-compatible API)
+#   arm64-docker          an emulated arm64 host: bookworm arm64's dockerd under qemu-user
+#                         in the chroot ARCHPACK_ARM64_ROOT (the host's runc runs containers)
 # Engines in the chroot keep DIR under /tmp/apsid, bind-mounted at the same path inside.
 # They run in a mount namespace of their own whose root the chroot is (pivot_root, not
 # chroot: under a plain chroot, `docker exec` — and so every healthcheck — lands in the
@@ -32,7 +34,12 @@ alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1
 running() { [ -f "$pidfile" ] && alive "$(cat "$pidfile" 2>/dev/null)"; }
 
 in_chroot() {
-  local root=${ARCHPACK_SID_ROOT:?ARCHPACK_SID_ROOT names the sid chroot (scripts/sid-chroot.sh ensure)}
+  local root
+  if [ "$kind" = arm64-docker ]; then
+    root=${ARCHPACK_ARM64_ROOT:?ARCHPACK_ARM64_ROOT names the arm64 chroot (ARCHPACK_CHROOT_ARCH=arm64 scripts/sid-chroot.sh ensure)}
+  else
+    root=${ARCHPACK_SID_ROOT:?ARCHPACK_SID_ROOT names the sid chroot (scripts/sid-chroot.sh ensure)}
+  fi
   case "$dir" in
   /tmp/apsid/*) ;;
   *) echo "engine.sh: a $kind engine's DIR must be under /tmp/apsid (shared with the chroot)" >&2; exit 1 ;;
@@ -84,6 +91,14 @@ start)
       (in_root "$root" dockerd "${store[@]}" "${docker_flags[@]}" ${ARCHPACK_ENGINE_ARGS:-}) \
         >"$dir/engine.log" 2>&1 </dev/null &
       ;;
+    arm64-docker)
+      root=$(in_chroot)
+      printf '{"runtimes":{"runc-host":{"path":"/usr/local/sbin/runc-host"}},"default-runtime":"runc-host"}\n' \
+        >"$dir/daemon.json"
+      # shellcheck disable=SC2086
+      (in_root "$root" dockerd --config-file "$dir/daemon.json" --storage-driver overlay2 \
+        "${docker_flags[@]}" ${ARCHPACK_ENGINE_ARGS:-}) >"$dir/engine.log" 2>&1 </dev/null &
+      ;;
     podman5)
       root=$(in_chroot)
       (in_root "$root" podman --root "$dir/data" --runroot "$dir/exec" --storage-driver overlay \
@@ -93,7 +108,10 @@ start)
     *) echo "engine.sh: unknown ARCHPACK_ENGINE_KIND $kind" >&2; exit 2 ;;
     esac
     echo $! >"$pidfile"
-    for _ in $(seq 1 120); do
+    # An emulated engine's first start takes minutes; a native one, seconds.
+    tries=120
+    [ "$kind" = arm64-docker ] && tries=600
+    for _ in $(seq 1 "$tries"); do
       DOCKER_HOST="unix://$sock" docker version >/dev/null 2>&1 && break
       alive "$(cat "$pidfile")" || break
       sleep 0.5

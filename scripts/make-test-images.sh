@@ -29,10 +29,15 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$out/debs"
-if ! ls "$out"/debs/busybox-static_*_arm64.deb >/dev/null 2>&1; then
-  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+# busybox of every target: arm64 and amd64 for the images; armhf and armel too, for the
+# busybox-only roots the static loaders are installed into (tests/targets.rs).
+if ! ls "$out"/debs/busybox-static_*_armel.deb >/dev/null 2>&1; then
+  for a in arm64 armhf armel; do
+    dpkg --print-foreign-architectures | grep -qx "$a" || dpkg --add-architecture "$a"
+  done
   apt-get update -qq
-  (cd "$out/debs" && apt-get download -q busybox-static:amd64 busybox-static:arm64 2>/dev/null)
+  (cd "$out/debs" && apt-get download -q busybox-static:amd64 busybox-static:arm64 \
+    busybox-static:armhf busybox-static:armel 2>/dev/null)
 fi
 
 # Fixed timestamps make identical content produce identical layer tars.

@@ -12,27 +12,50 @@ scripts/install-deps.sh
 
 echo "== format and lints"
 cargo fmt --all -- --check
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== test images"
 fixtures="$root/target/test-fixtures"
 scripts/make-test-images.sh "$fixtures"
 
-echo "== newer engines (Debian sid chroot: Docker 28, containerd 2, podman 5)"
 sid_root="$root/target/sid"
+arm64_root="$root/target/arm64"
+engine_dir=
+cleanup() {
+  if [ -n "$engine_dir" ]; then
+    scripts/engine.sh stop "$engine_dir" || true
+    # overlay mounts must go before the directory can.
+    grep -o " $engine_dir[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf "$engine_dir" || true
+  fi
+  scripts/sid-chroot.sh umount "$sid_root" || true
+  scripts/sid-chroot.sh umount "$arm64_root" || true
+}
+trap cleanup EXIT
+
+echo "== newer engines (Debian sid chroot: Docker 28, containerd 2, podman 5)"
 scripts/sid-chroot.sh ensure "$sid_root"
 export ARCHPACK_SID_ROOT="$sid_root"
 
+echo "== arm targets: qemu-user, static binaries, an emulated arm64 host"
+scripts/binfmt.sh
+# The emulated arm64 host is made while the cross builds run (both take minutes).
+ARCHPACK_CHROOT_ARCH=arm64 scripts/sid-chroot.sh ensure "$arm64_root" >"$root/target/arm64-chroot.log" 2>&1 &
+arm64_pid=$!
+# The three the tests run under qemu; amd64's static build is a release step (scripts/
+# build-targets.sh with no arguments builds all four).
+scripts/build-targets.sh arm64 arm-v7 arm-v6
+if ! wait "$arm64_pid"; then
+  tail -20 "$root/target/arm64-chroot.log" >&2
+  exit 1
+fi
+cat "$root/target/arm64-chroot.log"
+export ARCHPACK_TARGETS="$root/target/targets" ARCHPACK_ARM64_ROOT="$arm64_root"
+# Something in provisioning can hide binfmt_misc's mount: make sure it is there.
+scripts/binfmt.sh >/dev/null
+
 echo "== throwaway engine"
 engine_dir=$(mktemp -d /tmp/archpack-engine.XXXXXX)
-cleanup() {
-  scripts/engine.sh stop "$engine_dir" || true
-  # overlay mounts must go before the directory can.
-  grep -o " $engine_dir[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  rm -rf "$engine_dir" || true
-  scripts/sid-chroot.sh umount "$sid_root" || true
-}
-trap cleanup EXIT
 eval "$(scripts/engine.sh start "$engine_dir")"
 for image in svc-amd64 svc-arm64 other-amd64 other-arm64; do
   docker load -q -i "$fixtures/$image.tar" >/dev/null

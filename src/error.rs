@@ -87,6 +87,10 @@ pub enum RequestError {
         platform: String,
         missing: String,
     },
+    #[error("loader {path}: {detail}")]
+    Loader { path: PathBuf, detail: String },
+    #[error("no archpack loader is built for {platform} (there are loaders for linux/amd64, linux/arm64, linux/arm/v7 and linux/arm/v6)")]
+    NoLoaderTarget { platform: String },
     #[error("no images to bundle{0}")]
     NoImages(String),
     #[error("--compose-override {0:?}: expected PLATFORM=FILE")]

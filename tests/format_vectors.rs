@@ -144,3 +144,113 @@ fn reference_reader_accepts_the_vector_and_rejects_damage() {
         .code(3)
         .stderr(predicates::str::contains("truncated"));
 }
+
+/// The 1.1 vector: v1-two-arch's inputs, plus stand-in loaders for amd64 and arm64
+/// (4 KiB: an ELF header of the target, then bytes `(i % 251) ^ len(target)`).
+fn build_loader_vector(dir: &Path) -> PathBuf {
+    let loaders = dir.join("loaders");
+    std::fs::create_dir_all(&loaders).unwrap();
+    for (target, machine) in [("amd64", 62u16), ("arm64", 183)] {
+        let mut elf = vec![0u8; 4096];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[6] = 1;
+        elf[18..20].copy_from_slice(&machine.to_le_bytes());
+        for (i, b) in elf.iter_mut().enumerate().skip(64) {
+            *b = (i % 251) as u8 ^ target.len() as u8;
+        }
+        std::fs::write(loaders.join(format!("archpack-linux-{target}")), elf).unwrap();
+    }
+    let plain = build_vector(dir);
+    let bundle = dir.join("vector-1.1.archpack");
+    archpack()
+        .env("SOURCE_DATE_EPOCH", "0")
+        .args(["create", "-q", "--bundle-name", "vector-1.1", "--loaders"])
+        .arg(&loaders)
+        .arg("-o")
+        .arg(&bundle)
+        .arg(format!(
+            "docker-archive:{}",
+            dir.join("app-amd64.tar").display()
+        ))
+        .arg(format!(
+            "docker-archive:{}",
+            dir.join("app-arm64.tar").display()
+        ))
+        .assert()
+        .success();
+    drop(plain);
+    bundle
+}
+
+#[test]
+fn the_loader_vector_is_byte_identical_and_both_readers_check_its_loaders() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = build_loader_vector(dir.path());
+    let bytes = std::fs::read(&bundle).unwrap();
+    let member = |name: &str| {
+        Std::new("tar")
+            .arg("-xOf")
+            .arg(&bundle)
+            .arg(name)
+            .output()
+            .unwrap()
+            .stdout
+    };
+    let (index, installer) = (member("archpack-index.json"), member("archpack-install"));
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-format/vectors/v1.1-loaders");
+    if std::env::var_os("ARCHPACK_UPDATE_VECTORS").is_some() {
+        std::fs::create_dir_all(&vectors).unwrap();
+        std::fs::write(
+            vectors.join("bundle.sha256"),
+            format!("{}  vector-1.1.archpack\n", sha256_hex(&bytes)),
+        )
+        .unwrap();
+        std::fs::write(vectors.join("archpack-index.json"), &index).unwrap();
+        std::fs::write(vectors.join("archpack-install"), &installer).unwrap();
+    }
+    let recorded = std::fs::read_to_string(vectors.join("bundle.sha256")).unwrap();
+    assert_eq!(
+        recorded.split_whitespace().next().unwrap(),
+        sha256_hex(&bytes)
+    );
+    assert!(std::fs::read(vectors.join("archpack-index.json")).unwrap() == index);
+    assert!(std::fs::read(vectors.join("archpack-install")).unwrap() == installer);
+
+    if skip(&[Need::Tool("python3")]) {
+        return;
+    }
+    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-format/reference_reader.py");
+    let out = Std::new("python3")
+        .arg(&reader)
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["format"], "archpack-bundle/1.1");
+    assert_eq!(summary["loaders"], serde_json::json!(["amd64", "arm64"]));
+    // A flipped byte inside a loader: both readers refuse it.
+    let v: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let at = v["loaders"]["binaries"][0]["offset"].as_u64().unwrap() as usize + 10;
+    let mut damaged = bytes.clone();
+    damaged[at] ^= 0x08;
+    let path = dir.path().join("damaged.archpack");
+    std::fs::write(&path, damaged).unwrap();
+    let out = Std::new("python3")
+        .arg(&reader)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    archpack()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&path)
+        .assert()
+        .code(3);
+}

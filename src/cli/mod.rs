@@ -273,6 +273,14 @@ struct CreateArgs {
     /// ARCHPACK_PASSWORD, or a prompt on a terminal.
     #[arg(long, value_name = "FILE", requires = "sign")]
     password_file: Option<PathBuf>,
+    /// Carry static archpack binaries for the bundle's platforms from this directory
+    /// (archpack-linux-{amd64,arm64,arm-v7,arm-v6}, as scripts/build-targets.sh writes
+    /// them), with `archpack-install` to put the right one in place on the target.
+    #[arg(long, value_name = "DIR")]
+    loaders: Option<PathBuf>,
+    /// Loaders for these platforms instead of the bundle's (comma-separated).
+    #[arg(long, value_name = "LIST", requires = "loaders")]
+    loaders_for: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -609,6 +617,17 @@ fn create(
                 .as_ref()
                 .map(|s| s as &dyn archpack::format::IndexSigner),
             endpoint,
+            loaders: match &args.loaders {
+                Some(dir) => Some(ops::create::LoaderRequest {
+                    dir: dir.clone(),
+                    platforms: args
+                        .loaders_for
+                        .as_deref()
+                        .map(parse_platforms)
+                        .transpose()?,
+                }),
+                None => None,
+            },
         },
         progress,
     )?;

@@ -127,6 +127,19 @@ pub fn create(report: &CreateReport) -> String {
         human_bytes(report.dedup_saved_bytes),
         if report.signed { "; signed" } else { "; unsigned" }
     ));
+    if !report.loaders.is_empty() {
+        let each: Vec<String> = report
+            .loaders
+            .iter()
+            .map(|l| format!("{} {}", l.platform, human_bytes(l.bytes)))
+            .collect();
+        out.push_str(&format!(
+            "loaders: {} (of the bundle's {}); install with: tar -xf {} archpack-install && sh archpack-install\n",
+            each.join(", "),
+            human_bytes(report.bundle_bytes),
+            report.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+    }
     out
 }
 
@@ -192,6 +205,29 @@ pub fn inspect(report: &InspectReport) -> String {
     ];
     out.push('\n');
     out.push_str(&table(&headers, &rows));
+    if !report.loaders.is_empty() {
+        let rows: Vec<[String; 6]> = report
+            .loaders
+            .iter()
+            .map(|l| {
+                [
+                    l.platform.clone(),
+                    human_bytes(l.bytes),
+                    short(&l.binary_digest),
+                    l.member.clone(),
+                    String::new(),
+                    String::new(),
+                ]
+            })
+            .collect();
+        out.push_str(
+            "\nLoaders (install one: tar -xf BUNDLE archpack-install && sh archpack-install):\n",
+        );
+        out.push_str(&table(
+            &["PLATFORM", "SIZE", "BINARY", "MEMBER", "", ""],
+            &rows,
+        ));
+    }
     out
 }
 

@@ -47,6 +47,28 @@ pub struct CreateRequest<'a> {
     pub signer: Option<&'a dyn IndexSigner>,
     /// The engine, for engine sources.
     pub endpoint: Endpoint,
+    /// Static archpack binaries to carry for the bundle's platforms (`--loaders`).
+    pub loaders: Option<LoaderRequest>,
+}
+
+/// `--loaders DIR [--loaders-for LIST]`.
+#[derive(Debug, Clone)]
+pub struct LoaderRequest {
+    /// Holds `archpack-linux-{amd64,arm64,arm-v7,arm-v6}` (scripts/build-targets.sh).
+    pub dir: PathBuf,
+    /// Carry loaders for these platforms (default: the bundle's).
+    pub platforms: Option<Vec<Platform>>,
+}
+
+/// A loader carried, for the report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoaderSummary {
+    pub target: String,
+    pub platform: String,
+    /// Bytes in the bundle (gzip), and of the binary.
+    pub bytes: u64,
+    pub binary_bytes: u64,
 }
 
 /// What a source gave the bundle.
@@ -76,6 +98,7 @@ pub struct CreateReport {
     pub sources: Vec<SourceSummary>,
     /// Layers that arrived before their turn (a source that streams in its own order).
     pub layers_reordered: usize,
+    pub loaders: Vec<LoaderSummary>,
     #[serde(skip)]
     pub index: BundleIndex,
 }
@@ -116,6 +139,7 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
         compose::validate(files, &compose::Carried::from_plan(&planned))?;
     }
 
+    let loaders = loader_inputs(req, &plan)?;
     let spill_dir = fsutil::parent_dir(&req.output);
     let written = fsutil::write_atomically(&req.output, req.force, 0o644, |file| {
         let planned: Vec<PlannedImage> = plan.iter().map(|p| p.image.clone()).collect();
@@ -132,6 +156,12 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
                 tool: crate::tool_string(),
                 compose: req.compose.clone(),
                 signer: req.signer,
+                loaders,
+                bundle_file: req
+                    .output
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             },
         )?;
         let total: u64 = plan
@@ -200,6 +230,17 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
         dedup_saved_bytes: index.size_summary().saved_bytes,
         sources: summaries,
         layers_reordered: written.layers_spilled,
+        loaders: index
+            .loaders
+            .iter()
+            .flat_map(|l| &l.binaries)
+            .map(|b| LoaderSummary {
+                target: b.target.clone(),
+                platform: b.platform.to_string(),
+                bytes: b.member.size,
+                binary_bytes: b.binary_size,
+            })
+            .collect(),
         index,
     })
 }
@@ -324,6 +365,89 @@ fn plan(
         .into());
     }
     Ok((plan, summaries))
+}
+
+/// The loaders a bundle of `plan` carries: one per target its platforms (or
+/// `--loaders-for`) run, each checked to be a static-looking ELF of that target.
+fn loader_inputs(
+    req: &CreateRequest,
+    plan: &[Planned],
+) -> Result<Vec<archpack_format::loaders::LoaderInput>, Error> {
+    let Some(l) = &req.loaders else {
+        return Ok(Vec::new());
+    };
+    let platforms: Vec<Platform> = match &l.platforms {
+        Some(p) => p.clone(),
+        None => plan.iter().map(|p| p.image.platform.clone()).collect(),
+    };
+    let mut targets: Vec<&'static str> = Vec::new();
+    for p in &platforms {
+        let t = archpack_format::loaders::target_for(p).ok_or_else(|| {
+            RequestError::NoLoaderTarget {
+                platform: p.to_string(),
+            }
+        })?;
+        if !targets.contains(&t) {
+            targets.push(t);
+        }
+    }
+    targets.sort_by_key(|t| {
+        archpack_format::loaders::TARGETS
+            .iter()
+            .position(|(x, _)| x == t)
+    });
+    let mut inputs = Vec::new();
+    for target in targets {
+        let path = l.dir.join(format!("archpack-linux-{target}"));
+        let mut file = std::fs::File::open(&path).map_err(|error| RequestError::Loader {
+            path: path.clone(),
+            detail: format!("{error} (scripts/build-targets.sh writes it)"),
+        })?;
+        check_loader_elf(&mut file, target).map_err(|detail| RequestError::Loader {
+            path: path.clone(),
+            detail,
+        })?;
+        use std::io::Seek;
+        file.rewind().map_err(|error| RequestError::Loader {
+            path: path.clone(),
+            detail: error.to_string(),
+        })?;
+        inputs.push(archpack_format::loaders::LoaderInput {
+            target: target.to_string(),
+            binary: Box::new(file),
+        });
+    }
+    Ok(inputs)
+}
+
+/// A loader must be an executable ELF of its target's machine, class and float ABI (a
+/// hard-float arm-v7 binary where arm-v6's soft-float one belongs would not run on a Pi Zero).
+fn check_loader_elf(file: &mut std::fs::File, target: &str) -> Result<(), String> {
+    const EF_ARM_ABI_FLOAT_HARD: u32 = 0x400;
+    let mut head = [0u8; 52];
+    file.read_exact(&mut head)
+        .map_err(|_| "too short to be an ELF executable".to_string())?;
+    let ident = crate::platform::probe::ElfIdent::parse(&head)
+        .ok_or_else(|| "not an ELF executable".to_string())?;
+    let arch = ident.architecture().unwrap_or("unknown");
+    let want = match target {
+        "amd64" => "amd64",
+        "arm64" => "arm64",
+        _ => "arm",
+    };
+    if arch != want {
+        return Err(format!("an ELF for {arch} ({ident}), not for {target}"));
+    }
+    if want == "arm" {
+        let flags = u32::from_le_bytes([head[36], head[37], head[38], head[39]]);
+        let hard = flags & EF_ARM_ABI_FLOAT_HARD != 0;
+        match (target, hard) {
+            ("arm-v7", false) => return Err("a soft-float arm binary; arm-v7 is the hard-float (armhf) build".into()),
+            ("arm-v6", true) => return Err("a hard-float arm binary; arm-v6 is the soft-float (armel, armv5te) build that runs on ARMv6".into()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn summary<'a>(summaries: &'a mut Vec<SourceSummary>, source: &str) -> &'a mut SourceSummary {

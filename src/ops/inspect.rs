@@ -56,6 +56,20 @@ pub struct InspectReport {
     pub platforms: Vec<String>,
     pub images: Vec<InspectedImage>,
     pub compose: Option<InspectedCompose>,
+    /// Static archpack binaries carried (format 1.1), and the installer.
+    pub loaders: Vec<InspectedLoader>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedLoader {
+    pub target: String,
+    pub platform: String,
+    pub member: String,
+    pub bytes: u64,
+    pub digest: String,
+    pub binary_bytes: u64,
+    pub binary_digest: String,
 }
 
 pub fn inspect(path: &Path, trust: &TrustStore) -> Result<InspectReport, Error> {
@@ -97,6 +111,20 @@ pub fn inspect(path: &Path, trust: &TrustStore) -> Result<InspectReport, Error> 
         compose: index.compose.as_ref().map(|c| InspectedCompose {
             overrides: c.overrides.keys().cloned().collect(),
         }),
+        loaders: index
+            .loaders
+            .iter()
+            .flat_map(|l| &l.binaries)
+            .map(|b| InspectedLoader {
+                target: b.target.clone(),
+                platform: b.platform.to_string(),
+                member: b.member.name.clone(),
+                bytes: b.member.size,
+                digest: b.member.digest.to_string(),
+                binary_bytes: b.binary_size,
+                binary_digest: b.binary_digest.to_string(),
+            })
+            .collect(),
     })
 }
 

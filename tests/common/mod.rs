@@ -299,6 +299,8 @@ pub enum EngineKind {
     Docker28Containerd,
     /// sid's podman 5 Docker-compatible service.
     Podman5,
+    /// bookworm arm64's dockerd under qemu-user (ARCHPACK_ARM64_ROOT): an arm64 host.
+    Arm64Docker,
 }
 
 impl EngineKind {
@@ -315,6 +317,7 @@ impl EngineKind {
             EngineKind::Docker28 => "docker28",
             EngineKind::Docker28Containerd => "docker28-containerd",
             EngineKind::Podman5 => "podman5",
+            EngineKind::Arm64Docker => "arm64-docker",
         }
     }
 

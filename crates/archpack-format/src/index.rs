@@ -10,7 +10,12 @@ pub const INDEX_MEMBER: &str = "archpack-index.json";
 pub const SIGNATURE_MEMBER: &str = "archpack-index.json.minisig";
 /// The format this archpack writes. Readers accept the same major and any minor.
 pub const FORMAT_MAJOR: u32 = 1;
-pub const FORMAT_MINOR: u32 = 0;
+/// The newest minor this archpack writes: 1.1 adds loaders (SPEC §11). A bundle that
+/// uses nothing of 1.1 is written as 1.0, byte for byte what 1.0 writers wrote.
+pub const FORMAT_MINOR: u32 = 1;
+/// Where the static archpack binaries a bundle carries live, and the installer.
+pub const LOADER_DIR: &str = "archpack-loaders";
+pub const INSTALLER_MEMBER: &str = "archpack-install";
 pub const FORMAT_PREFIX: &str = "archpack-bundle/";
 
 pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
@@ -32,6 +37,44 @@ pub struct BundleIndex {
     pub members: Vec<Member>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compose: Option<ComposeFiles>,
+    /// 1.1: static archpack binaries for the bundle's platforms and the script that
+    /// installs the right one (SPEC §11). Placed after every member; 1.0 readers skip them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaders: Option<Loaders>,
+}
+
+/// A tar member outside `members` (loaders, the installer): where it is and its digest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TailMember {
+    pub name: String,
+    pub offset: u64,
+    pub size: u64,
+    pub digest: Digest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Loaders {
+    /// `archpack-install`, a POSIX sh script at the tar's root.
+    pub installer: TailMember,
+    pub binaries: Vec<LoaderBinary>,
+}
+
+/// One static archpack binary, gzip-compressed (busybox can unpack it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoaderBinary {
+    /// `amd64`, `arm64`, `arm-v7`, `arm-v6`.
+    pub target: String,
+    /// The platform it runs on.
+    pub platform: Platform,
+    /// The `.gz` member.
+    #[serde(flatten)]
+    pub member: TailMember,
+    /// The binary itself, once gunzipped.
+    pub binary_digest: Digest,
+    pub binary_size: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -129,11 +172,18 @@ impl BundleIndex {
             images: Vec::new(),
             members: Vec::new(),
             compose: None,
+            loaders: None,
         }
     }
 
+    /// The newest format this archpack reads and writes.
     pub fn format_string() -> String {
-        format!("{FORMAT_PREFIX}{FORMAT_MAJOR}.{FORMAT_MINOR}")
+        BundleIndex::format_for(FORMAT_MINOR)
+    }
+
+    /// `archpack-bundle/1.MINOR`.
+    pub fn format_for(minor: u32) -> String {
+        format!("{FORMAT_PREFIX}{FORMAT_MAJOR}.{minor}")
     }
 
     /// (major, minor) of this index's format, if it names one.

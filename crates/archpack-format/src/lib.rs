@@ -13,6 +13,7 @@ pub mod digest;
 pub mod error;
 pub mod index;
 pub mod limits;
+pub mod loaders;
 pub mod oci;
 pub mod platform;
 pub mod progress;

@@ -20,6 +20,11 @@ pub const MAX_OCI_LAYOUT_BYTES: u64 = 4 << 10;
 pub const MAX_OCI_INDEX_BYTES: u64 = 4 << 20;
 /// The compose template and each override.
 pub const MAX_COMPOSE_BYTES: u64 = 1 << 20;
+/// A loader binary (static archpack, ~6 MiB), compressed or not: streamed, but bounded
+/// so an installer's `dd` arithmetic and a reader's checks stay small.
+pub const MAX_LOADER_BYTES: u64 = 64 << 20;
+/// The installer script.
+pub const MAX_INSTALLER_BYTES: u64 = 64 << 10;
 /// Layers are never held in memory; their size is bounded only by the file.
 pub const MAX_LAYER_BYTES: u64 = u64::MAX;
 

@@ -6,7 +6,9 @@ use crate::codec::{LayerFault, VerifiedLayer};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{FormatError, GateRefusal};
 use crate::index::*;
-use crate::limits::{max_member_bytes, MAX_INDEX_BYTES, MAX_SIGNATURE_BYTES};
+use crate::limits::{
+    max_member_bytes, MAX_INDEX_BYTES, MAX_INSTALLER_BYTES, MAX_LOADER_BYTES, MAX_SIGNATURE_BYTES,
+};
 use crate::progress::{Progress, Silent};
 use crate::ustar::{self, member_span, BLOCK};
 use std::fs::File;
@@ -241,6 +243,9 @@ impl BundleReader {
             }
             next_free = end + ustar::padding(m.size);
         }
+        if let Some(loaders) = &self.index.loaders {
+            self.check_loaders_layout(loaders, next_free)?;
+        }
         // Every blob an image names must exist and be of the kind it is used as; layers
         // must say what they decompress to (a verified bundle must also be loadable).
         for image in &self.index.images {
@@ -284,6 +289,136 @@ impl BundleReader {
             }
         }
         Ok(())
+    }
+
+    /// Loaders and the installer (1.1) lie after every member, in order, named and
+    /// bounded like members.
+    fn check_loaders_layout(
+        &self,
+        loaders: &Loaders,
+        mut next_free: u64,
+    ) -> Result<(), FormatError> {
+        let bad = |detail: String| FormatError::BadIndex {
+            path: self.path.clone(),
+            detail,
+        };
+        let tails = loaders
+            .binaries
+            .iter()
+            .map(|b| {
+                let name = crate::loaders::member_name(&b.target);
+                (&b.member, name, MAX_LOADER_BYTES)
+            })
+            .chain(std::iter::once((
+                &loaders.installer,
+                INSTALLER_MEMBER.to_string(),
+                MAX_INSTALLER_BYTES,
+            )));
+        for (t, expected_name, cap) in tails {
+            if t.name != expected_name {
+                return Err(bad(format!(
+                    "loader member {} should be named {expected_name}",
+                    t.name
+                )));
+            }
+            if t.size > cap {
+                return Err(bad(format!(
+                    "{} claims {} bytes, over the {cap}-byte limit (SPEC §3.4)",
+                    t.name, t.size
+                )));
+            }
+            if t.offset < next_free + BLOCK || t.offset % BLOCK != 0 {
+                return Err(bad(format!(
+                    "{} at offset {} overlaps another member or is misaligned",
+                    t.name, t.offset
+                )));
+            }
+            let end = t.offset + t.size;
+            if end > self.file_len {
+                return Err(FormatError::Truncated {
+                    path: self.path.clone(),
+                    detail: format!(
+                        "{} ends at byte {end} but the file has {} bytes",
+                        t.name, self.file_len
+                    ),
+                });
+            }
+            next_free = end + ustar::padding(t.size);
+        }
+        for b in &loaders.binaries {
+            if b.binary_size > MAX_LOADER_BYTES {
+                return Err(bad(format!(
+                    "{} claims a {}-byte binary",
+                    b.member.name, b.binary_size
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the loaders and the installer: each member's header and digest, and each
+    /// binary as it unpacks (digest, size).
+    fn verify_loaders(
+        &self,
+        buf: &mut [u8],
+        progress: &dyn Progress,
+    ) -> Result<usize, FormatError> {
+        let Some(loaders) = &self.index.loaders else {
+            return Ok(0);
+        };
+        for b in &loaders.binaries {
+            let m = &b.member;
+            self.check_header(&m.name, m.offset, m.size)?;
+            let mut stored = HashingReader::new(self.range_reader(m.offset, m.size));
+            let mut binary = HashingReader::new(
+                flate2::read::GzDecoder::new(&mut stored).take(MAX_LOADER_BYTES + 1),
+            );
+            loop {
+                match binary.read(buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(self.bad_member(&m.name, format!("gzip: {e}"))),
+                }
+            }
+            let (binary_digest, binary_size) = binary.finish();
+            io::copy(&mut stored, &mut io::sink()).map_err(|error| FormatError::Io {
+                path: self.path.clone(),
+                error,
+            })?;
+            let (digest, size) = stored.finish();
+            if size != m.size || digest != m.digest {
+                return Err(FormatError::DigestMismatch {
+                    path: self.path.clone(),
+                    member: m.name.clone(),
+                    expected: m.digest.clone(),
+                    actual: digest,
+                });
+            }
+            if binary_size != b.binary_size || binary_digest != b.binary_digest {
+                return Err(self.bad_member(
+                    &m.name,
+                    format!(
+                        "unpacks to {binary_size} bytes with digest {binary_digest}, the index says {} bytes, {}",
+                        b.binary_size, b.binary_digest
+                    ),
+                ));
+            }
+            progress.advance(m.size);
+        }
+        let m = &loaders.installer;
+        self.check_header(&m.name, m.offset, m.size)?;
+        let bytes = self.read_exact_at(&m.name, m.offset, m.size)?;
+        let actual = Digest::of(&bytes);
+        if actual != m.digest {
+            return Err(FormatError::DigestMismatch {
+                path: self.path.clone(),
+                member: m.name.clone(),
+                expected: m.digest.clone(),
+                actual,
+            });
+        }
+        Ok(loaders.binaries.len() + 1)
     }
 
     fn corrupt_layer(&self, m: &Member, detail: String) -> FormatError {
@@ -373,10 +508,15 @@ impl BundleReader {
 
     /// Streams one member's data (not checked; wrap it to check its digest).
     pub fn member_reader(&self, member: &Member) -> MemberReader<'_> {
+        self.range_reader(member.offset, member.size)
+    }
+
+    /// `size` bytes from `offset` (a loader, the installer).
+    pub fn range_reader(&self, offset: u64, size: u64) -> MemberReader<'_> {
         MemberReader {
             bundle: self,
-            pos: member.offset,
-            end: member.offset + member.size,
+            pos: offset,
+            end: offset + size,
         }
     }
 
@@ -433,17 +573,42 @@ impl BundleReader {
     /// Checks every member: its tar header (name, size, checksum) and its bytes'
     /// digest. Stops at the first bad one and names it.
     pub fn verify(&self, progress: &dyn Progress) -> Result<VerifyReport, FormatError> {
-        let total: u64 = self.index.members.iter().map(|m| m.size).sum();
+        let loader_bytes: u64 = self
+            .index
+            .loaders
+            .iter()
+            .flat_map(|l| &l.binaries)
+            .map(|b| b.member.size)
+            .sum();
+        let total: u64 = self.index.members.iter().map(|m| m.size).sum::<u64>() + loader_bytes;
         progress.start("verifying", Some(total));
         let mut buf = vec![0u8; 1 << 20];
         for m in &self.index.members {
             self.verify_member(m, &mut buf, progress)?;
         }
+        let loaders = self.verify_loaders(&mut buf, progress)?;
         progress.finish();
         Ok(VerifyReport {
-            members: self.index.members.len(),
+            members: self.index.members.len() + loaders,
             bytes: total,
         })
+    }
+
+    /// The tar header before a member: checksum, regular file, the index's name and size.
+    fn check_header(&self, name: &str, offset: u64, size: u64) -> Result<(), FormatError> {
+        let header = self
+            .header_at(offset - BLOCK)
+            .map_err(|e| self.bad_member(name, format!("tar header: {e}")))?;
+        if header.name != name || header.size != size {
+            return Err(self.bad_member(
+                name,
+                format!(
+                    "tar header says {:?} of {} bytes, the index says {size} bytes",
+                    header.name, header.size
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks one member's header and digest.
@@ -453,18 +618,7 @@ impl BundleReader {
         buf: &mut [u8],
         progress: &dyn Progress,
     ) -> Result<(), FormatError> {
-        let header = self
-            .header_at(m.offset - BLOCK)
-            .map_err(|e| self.bad_member(&m.name, format!("tar header: {e}")))?;
-        if header.name != m.name || header.size != m.size {
-            return Err(self.bad_member(
-                &m.name,
-                format!(
-                    "tar header says {:?} of {} bytes, the index says {} bytes",
-                    header.name, header.size, m.size
-                ),
-            ));
-        }
+        self.check_header(&m.name, m.offset, m.size)?;
         if m.kind == MemberKind::Layer {
             // Layers: compressed digest, diff_id and size in one pass.
             let mut layer = self

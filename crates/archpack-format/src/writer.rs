@@ -47,6 +47,10 @@ pub struct WriterOptions<'a> {
     pub tool: String,
     pub compose: Option<ComposeFiles>,
     pub signer: Option<&'a dyn IndexSigner>,
+    /// Static archpack binaries to carry (format 1.1), with an installer for them.
+    pub loaders: Vec<crate::loaders::LoaderInput>,
+    /// The bundle's file name, the installer's default for where it is.
+    pub bundle_file: String,
 }
 
 /// An image the bundle will hold, known before any layer is read.
@@ -170,6 +174,14 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         let created = rfc3339(opts.created);
         let trusted_comment = trusted_comment(&opts.bundle_name, opts.created, &created);
         let placeholder = render(&placeholder_index(&plan, order.len(), &opts, &created));
+        for l in &opts.loaders {
+            if crate::loaders::platform_of(&l.target).is_none() {
+                return Err(FormatError::Internal(format!(
+                    "no loader target {:?} (amd64, arm64, arm-v7, arm-v6)",
+                    l.target
+                )));
+            }
+        }
         let index_len = placeholder.len() as u64 + 1;
         if index_len > MAX_INDEX_BYTES {
             return Err(FormatError::TooLarge {
@@ -692,11 +704,13 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         self.append_member("oci-layout", MemberKind::OciLayout, oci::OCI_LAYOUT)?;
         let oci_index = oci::index(top)?;
         self.append_member("index.json", MemberKind::OciIndex, &oci_index)?;
+        let loaders = self.append_loaders()?;
         // End of archive: two zero blocks.
         self.append(&[0u8; 2 * BLOCK as usize])?;
 
         let index = BundleIndex {
-            format: BundleIndex::format_string(),
+            // 1.0 unless the bundle uses what 1.1 added: 1.0 bundles stay byte for byte.
+            format: BundleIndex::format_for(if loaders.is_some() { 1 } else { 0 }),
             name: self.opts.bundle_name.clone(),
             created: self.created.clone(),
             tool: self.opts.tool.clone(),
@@ -707,6 +721,7 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             images,
             members: std::mem::take(&mut self.members),
             compose: self.opts.compose.clone(),
+            loaders,
         };
         let mut index_bytes = render(&index);
         if index_bytes.len() as u64 >= self.index_len {
@@ -748,6 +763,73 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             layer_bytes_in: self.bytes_in,
             layers_spilled,
         })
+    }
+}
+
+impl BundleWriter<'_, '_> {
+    /// The loaders, each gzip-compressed as it streams into place, then the installer
+    /// that knows where they are.
+    fn append_loaders(&mut self) -> Result<Option<Loaders>, FormatError> {
+        let inputs = std::mem::take(&mut self.opts.loaders);
+        if inputs.is_empty() {
+            return Ok(None);
+        }
+        let mut binaries = Vec::new();
+        for mut input in inputs {
+            let name = crate::loaders::member_name(&input.target);
+            let header_at = self.pos;
+            let data_at = header_at + BLOCK;
+            let mut f = self.file;
+            f.seek(SeekFrom::Start(data_at))
+                .map_err(|e| self.write_error(e))?;
+            let mut out = BufWriter::new(self.file);
+            let (digest, size, binary_digest, binary_size) =
+                crate::loaders::compress(&mut input.binary, &mut out)
+                    .map_err(|e| self.write_error(e))?;
+            out.flush().map_err(|e| self.write_error(e))?;
+            drop(out);
+            let limit = crate::limits::MAX_LOADER_BYTES;
+            if binary_size > limit {
+                return Err(FormatError::TooLarge {
+                    what: format!("the {} loader", input.target),
+                    size: binary_size,
+                    limit,
+                });
+            }
+            self.write_at(&vec![0u8; padding(size) as usize], data_at + size)?;
+            let header = self.header(&name, size)?;
+            self.write_at(&header, header_at)?;
+            self.pos = data_at + size + padding(size);
+            binaries.push(LoaderBinary {
+                platform: crate::loaders::platform_of(&input.target)
+                    .unwrap_or_else(|| Platform::new("linux", &input.target, None)),
+                target: input.target,
+                member: TailMember {
+                    name,
+                    offset: data_at,
+                    size,
+                    digest,
+                },
+                binary_digest,
+                binary_size,
+            });
+        }
+        let script = crate::loaders::installer_script(&self.opts.bundle_file, &binaries);
+        let header = self.header(INSTALLER_MEMBER, script.len() as u64)?;
+        self.append(&header)?;
+        let offset = self.pos;
+        self.append(script.as_bytes())?;
+        self.append(&vec![0u8; padding(script.len() as u64) as usize])?;
+        self.seek_to_end()?;
+        Ok(Some(Loaders {
+            installer: TailMember {
+                name: INSTALLER_MEMBER.to_string(),
+                offset,
+                size: script.len() as u64,
+                digest: Digest::of(script.as_bytes()),
+            },
+            binaries,
+        }))
     }
 }
 
@@ -801,6 +883,27 @@ fn placeholder_index(
     members.extend((0..logicals.len()).map(|_| member(MemberKind::ImageIndex, false)));
     members.push(member(MemberKind::OciLayout, false));
     members.push(member(MemberKind::OciIndex, false));
+    let tail = |name: &str| TailMember {
+        name: name.to_string(),
+        offset: u64::MAX,
+        size: u64::MAX,
+        digest: wide.clone(),
+    };
+    let loaders = (!opts.loaders.is_empty()).then(|| Loaders {
+        installer: tail(INSTALLER_MEMBER),
+        binaries: opts
+            .loaders
+            .iter()
+            .map(|l| LoaderBinary {
+                target: l.target.clone(),
+                platform: crate::loaders::platform_of(&l.target)
+                    .unwrap_or_else(|| Platform::new("linux", &l.target, None)),
+                member: tail(&crate::loaders::member_name(&l.target)),
+                binary_digest: wide.clone(),
+                binary_size: u64::MAX,
+            })
+            .collect(),
+    });
     BundleIndex {
         format: BundleIndex::format_string(),
         name: opts.bundle_name.clone(),
@@ -820,6 +923,7 @@ fn placeholder_index(
             .collect(),
         members,
         compose: opts.compose.clone(),
+        loaders,
     }
 }
 
