@@ -102,7 +102,9 @@ ensure)
     shim=$(command -v containerd-shim-runc-v2)
     install -D -m 755 "$runc" "$root/usr/local/sbin/runc-host"
     install -D -m 755 "$shim" "$root/usr/bin/containerd-shim-runc-v2"
-    for lib in $(ldd "$runc" "$shim" | grep -o '/[^ ]*' | sort -u); do
+    # One file per ldd call: given several, ldd heads each block with "FILE:".
+    for lib in $(for bin in "$runc" "$shim"; do ldd "$bin" 2>/dev/null || true; done |
+      grep -o '/[^ ]*' | sort -u); do
       install -D -m 755 "$lib" "$root$lib"
     done
     chroot "$root" sh -c 'dockerd --version' | sed 's/^/sid-chroot: /'
