@@ -20,6 +20,9 @@ MAX_INDEX = 64 << 20
 MAX_BY_KIND = {"config": 16 << 20, "manifest": 4 << 20, "image-index": 4 << 20,
                "oci-layout": 4 << 10, "oci-index": 4 << 20}
 MAX_LOADER = 64 << 20
+# §8, §12: the features (2.x `requires`) this reader knows.
+KNOWN_FEATURES = {"delta"}
+MAX_WINDOW_LOG = 27
 MAX_INSTALLER = 64 << 10
 
 
@@ -68,8 +71,14 @@ def read_bundle(path, platform=None):
         if not fmt.startswith("archpack-bundle/"):
             raise Bad("unknown format %r" % fmt)
         major = int(fmt.split("/")[1].split(".")[0])
-        if major != 1:
+        if major not in (1, 2):
             raise Bad("format %s is newer than this reader" % fmt)
+        for feature in index.get("requires", []):
+            if feature not in KNOWN_FEATURES:
+                raise Bad("the bundle requires feature %r, which this reader does not know" % feature)
+        delta = index.get("delta")
+        if (delta is not None) != ("delta" in index.get("requires", [])) or (delta and major != 2):
+            raise Bad("a delta must be format 2.x and require 'delta' (and only a delta may)")
         region_end = BLOCK + padded(size)
         signed = False
         if region_end + BLOCK <= data_len:
@@ -98,11 +107,26 @@ def read_bundle(path, platform=None):
                 raise Bad("member %s should be named %s" % (m["name"], want))
             next_free = off + padded(sz)
             by_digest[m["digest"]] = m
+        # §12: a delta's layers may be left to the target or carried as patches.
+        required = {r["digest"]: r for r in (delta or {}).get("required", [])}
+        patched = {p["digest"]: p for p in (delta or {}).get("patches", [])}
+        bases = len((delta or {}).get("bases", []))
+        for r in required.values():
+            if not 0 <= r["base"] < bases:
+                raise Bad("required layer %s names no base" % r["diffId"])
+        for p in patched.values():
+            m = by_digest.get(p["patch"])
+            if m is None or m["kind"] != "layer-patch":
+                raise Bad("patch %s is not a layer-patch member" % p["patch"])
+            if p["windowLog"] > MAX_WINDOW_LOG or not 0 <= p["reference"]["base"] < bases:
+                raise Bad("patch %s: window over 2^27 or no base" % p["patch"])
+        if any(m["kind"] == "layer-patch" for m in index["members"]) and delta is None:
+            raise Bad("a layer patch in a bundle that is not a delta")
         for image in index["images"]:
             uses = [(image["index"], "image-index")]
             for p in image["platforms"]:
                 uses += [(p["manifest"], "manifest"), (p["config"], "config")]
-                uses += [(l, "layer") for l in p["layers"]]
+                uses += [(l, "layer") for l in p["layers"] if l not in required and l not in patched]
             for d, kind in uses:
                 m = by_digest.get(d)
                 if m is None:
@@ -151,18 +175,23 @@ def read_bundle(path, platform=None):
                             t["binaryDigest"], t["binarySize"]):
                         raise Bad("%s does not unpack to the binary the index names" % t["name"])
 
-        # The OCI view agrees with the bundle index.
-        oci = json.loads(read_at(by_digest_kind(index, "oci-index")["offset"],
-                                 by_digest_kind(index, "oci-index")["size"]))
-        refs = {d["annotations"]["org.opencontainers.image.ref.name"]: d["digest"] for d in oci["manifests"]}
-        for image in index["images"]:
-            if refs.get(image["name"]) != image["index"]:
-                raise Bad("index.json does not point %s at its image index" % image["name"])
+        # The OCI view agrees with the bundle index (a delta has none, §12).
+        if delta is None:
+            oci = json.loads(read_at(by_digest_kind(index, "oci-index")["offset"],
+                                     by_digest_kind(index, "oci-index")["size"]))
+            refs = {d["annotations"]["org.opencontainers.image.ref.name"]: d["digest"]
+                    for d in oci["manifests"]}
+            for image in index["images"]:
+                if refs.get(image["name"]) != image["index"]:
+                    raise Bad("index.json does not point %s at its image index" % image["name"])
 
     summary = {
         "format": fmt,
         "signed": signed,
         "members": len(index["members"]),
+        "delta": None if delta is None else {
+            "required": len(required), "patches": len(patched),
+            "bases": [b["name"] for b in delta["bases"]]},
         "loaders": [b["target"] for b in (index.get("loaders") or {}).get("binaries", [])],
         "images": {i["name"]: [platform_string(p["platform"]) for p in i["platforms"]] for i in index["images"]},
     }
@@ -172,8 +201,10 @@ def read_bundle(path, platform=None):
             for p in image["platforms"]:
                 if platform_string(p["platform"]) == platform:
                     needed.update([p["config"], p["manifest"]] + p["layers"])
-        summary["platformBlobs"] = [m["digest"] for m in index["members"] if m["digest"] in needed]
-        summary["platformBytes"] = sum(by_digest[d]["size"] for d in needed)
+        # A patched layer's bytes are its patch member's; a required one has none here.
+        stored = {d: (patched[d]["patch"] if d in patched else d) for d in needed if d not in required}
+        summary["platformBlobs"] = [m["digest"] for m in index["members"] if m["digest"] in stored.values()]
+        summary["platformBytes"] = sum(by_digest[d]["size"] for d in stored.values())
     return summary
 
 

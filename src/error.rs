@@ -91,6 +91,25 @@ pub enum RequestError {
     Loader { path: PathBuf, detail: String },
     #[error("no archpack loader is built for {platform} (there are loaders for linux/amd64, linux/arm64, linux/arm/v7 and linux/arm/v6)")]
     NoLoaderTarget { platform: String },
+    #[error("{option} {given:?}: {why}")]
+    BadSize {
+        option: &'static str,
+        given: String,
+        why: String,
+    },
+    #[error("{bundle} is a delta bundle made against {against}: {left_out} of its layers are left to (or patched against) what that base holds, so `{command}` cannot write its images on its own. `load` it where the base is loaded, or {command} a full bundle (create without --base)")]
+    DeltaNeedsBase {
+        bundle: String,
+        command: &'static str,
+        against: String,
+        left_out: usize,
+    },
+    #[error("--base is for delta bundles (this one is whole: it needs no base)")]
+    BaseForFullBundle,
+    #[error("--base {path}: {detail}")]
+    BadBase { path: PathBuf, detail: String },
+    #[error("--patch-max-ref {given}: at most {max} bytes (a patch's window must reach back over its whole reference, and windows stop at 128 MiB)")]
+    PatchReferenceTooLarge { given: u64, max: u64 },
     #[error("no images to bundle{0}")]
     NoImages(String),
     #[error("--compose-override {0:?}: expected PLATFORM=FILE")]

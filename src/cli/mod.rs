@@ -90,6 +90,26 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Record what the engine here holds (images, layers, the platform a load would
+    /// choose) for a build host to make a delta bundle against: create --base FILE.
+    Inventory {
+        /// Write the inventory to this file.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// What the site is called in the inventory (default: the output file's name,
+        /// else the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Record this platform instead of the detected one.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
+        /// Print the inventory itself (JSON) on standard output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what this host can run, why, and (with --bundle) which platform of a bundle
     /// it would load.
     Platform {
@@ -135,6 +155,10 @@ struct LoadArgs {
     /// How long --up waits for services to become healthy, in seconds.
     #[arg(long, default_value_t = 300, requires = "up")]
     up_timeout: u64,
+    /// For a delta bundle: an earlier bundle to take the layers it leaves out from,
+    /// where the engine does not have them (checked with the same --trust); repeatable.
+    #[arg(long = "base", value_name = "BUNDLE")]
+    bases: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -281,6 +305,17 @@ struct CreateArgs {
     /// Loaders for these platforms instead of the bundle's (comma-separated).
     #[arg(long, value_name = "LIST", requires = "loaders")]
     loaders_for: Option<String>,
+    /// Make a delta bundle: leave out every layer this base holds (an `archpack
+    /// inventory` file from the site, or the bundle shipped there last); repeatable.
+    #[arg(long = "base", value_name = "FILE")]
+    bases: Vec<PathBuf>,
+    /// In a delta, store changed layers whole instead of as patches against the base's.
+    #[arg(long, requires = "bases")]
+    no_patches: bool,
+    /// The largest base layer a patch may refer to (applying a patch holds it in
+    /// memory, with a window up to the layer's size); larger ones stay whole.
+    #[arg(long, value_name = "SIZE", default_value = "40MiB")]
+    patch_max_ref: String,
     #[arg(long)]
     json: bool,
 }
@@ -333,6 +368,35 @@ pub fn run() -> Result<ExitCode, Error> {
         } => {
             let report = ops::inspect::inspect(&bundle, &trust.store()?)?;
             emit(json, None, &report, render::inspect)
+        }
+        Command::Inventory {
+            output,
+            name,
+            platform,
+            force,
+            json,
+        } => {
+            let name = name
+                .or_else(|| {
+                    output
+                        .as_ref()
+                        .and_then(|o| o.file_stem())
+                        .map(|s| s.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(host_name);
+            let report = ops::inventory::inventory(&ops::inventory::InventoryRequest {
+                endpoint,
+                name,
+                platform: platform.as_deref().map(parse_platform).transpose()?,
+                output,
+                force,
+            })?;
+            if json {
+                print!("{}", String::from_utf8_lossy(&report.rendered));
+            } else {
+                print!("{}", render::inventory(&report));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Platform {
             bundle,
@@ -468,6 +532,7 @@ fn load(args: LoadArgs, endpoint: Endpoint, progress: &render::Bars) -> Result<E
             compose_out: args.compose_out.clone(),
             force: args.force,
             up_timeout: (args.up && !args.dry_run).then_some(args.up_timeout),
+            bases: args.bases.clone(),
         },
         progress,
     )?;
@@ -542,6 +607,15 @@ fn extract(
         progress,
     )?;
     emit(args.json, Some(&report.signature), &report, render::extract)
+}
+
+/// This host's name (an inventory's default name).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "site".into())
 }
 
 /// Cores to use by default (1 when the system will not say).
@@ -628,10 +702,48 @@ fn create(
                 }),
                 None => None,
             },
+            bases: args.bases.clone(),
+            patch_max_reference: if args.no_patches {
+                None
+            } else {
+                Some(parse_size("--patch-max-ref", &args.patch_max_ref)?)
+            },
         },
         progress,
     )?;
     emit(args.json, None, &report, render::create)
+}
+
+/// A size as people write it: bytes, or K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024,
+/// any case). KB/MB/GB are refused: half the world reads them as powers of 1000.
+pub fn parse_size(option: &'static str, given: &str) -> Result<u64, RequestError> {
+    let bad = |why: &str| RequestError::BadSize {
+        option,
+        given: given.to_string(),
+        why: why.to_string(),
+    };
+    let text = given.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| bad("expected a number of bytes, or one with K/KiB, M/MiB, G/GiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        "kb" | "mb" | "gb" | "tb" => return Err(bad(
+            "say KiB, MiB or GiB (powers of 1024), or give the bytes: KB/MB/GB are read both ways",
+        )),
+        _ => return Err(bad("unknown unit (K/KiB, M/MiB, G/GiB, T/TiB)")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| bad("too large"))
 }
 
 fn read_compose(args: &CreateArgs) -> Result<Option<ComposeFiles>, Error> {

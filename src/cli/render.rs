@@ -127,6 +127,19 @@ pub fn create(report: &CreateReport) -> String {
         human_bytes(report.dedup_saved_bytes),
         if report.signed { "; signed" } else { "; unsigned" }
     ));
+    if let Some(d) = &report.delta {
+        out.push_str(&format!(
+            "delta against {}: {} layer{} left to the target ({} a full bundle would carry), {} patched ({} for {} of layers), {} whole\n",
+            d.bases.join(", "),
+            d.layers_required,
+            if d.layers_required == 1 { "" } else { "s" },
+            human_bytes(d.required_bytes),
+            d.layers_patched,
+            human_bytes(d.patch_bytes),
+            human_bytes(d.patched_layer_bytes),
+            d.layers_whole,
+        ));
+    }
     if !report.loaders.is_empty() {
         let each: Vec<String> = report
             .loaders
@@ -205,6 +218,49 @@ pub fn inspect(report: &InspectReport) -> String {
     ];
     out.push('\n');
     out.push_str(&table(&headers, &rows));
+    if let Some(d) = &report.delta {
+        out.push_str(&format!(
+            "\nDelta made against {}: the target must hold {}; {} patched. extract and push need a full bundle.\n",
+            d.made_against.join(", "),
+            plural(d.required.len(), "layer"),
+            plural(d.patches.len(), "layer"),
+        ));
+        let mut rows: Vec<[String; 5]> = d
+            .required
+            .iter()
+            .map(|r| {
+                [
+                    "required".to_string(),
+                    short(&r.diff_id),
+                    human_bytes(r.bytes),
+                    format!("held by {}", r.held_by.join(", ")),
+                    r.used_by.join(", "),
+                ]
+            })
+            .collect();
+        rows.extend(d.patches.iter().map(|p| {
+            [
+                "patched".to_string(),
+                short(&p.diff_id),
+                format!(
+                    "{} for {}",
+                    human_bytes(p.patch_bytes),
+                    human_bytes(p.layer_bytes)
+                ),
+                format!(
+                    "against {} of {} (needs {} of memory)",
+                    short(&p.reference),
+                    p.reference_held_by,
+                    human_bytes(p.memory)
+                ),
+                p.used_by.join(", "),
+            ]
+        }));
+        out.push_str(&table(
+            &["", "LAYER", "SIZE", "FROM THE BASE", "USED BY"],
+            &rows,
+        ));
+    }
     if !report.loaders.is_empty() {
         let rows: Vec<[String; 6]> = report
             .loaders
@@ -236,7 +292,7 @@ fn short(digest: &str) -> String {
     digest.chars().take("sha256:".len() + 12).collect()
 }
 
-fn table(headers: &[&str; 6], rows: &[[String; 6]]) -> String {
+fn table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -356,6 +412,21 @@ pub fn load(report: &LoadReport) -> String {
         },
         human_bytes(report.bundle_bytes_read),
     ));
+    if let Some(d) = &report.delta {
+        out.push_str(&format!(
+            "delta against {}: {} of its layers already in the engine, {} read back from the engine, {} from --base, {} rebuilt from patches{}\n",
+            d.made_against.join(", "),
+            d.layers_in_engine,
+            d.layers_from_engine,
+            d.layers_from_base,
+            d.layers_patched,
+            if d.layers_patched > 0 {
+                format!(" (up to {} of memory for one)", human_bytes(d.patch_memory))
+            } else {
+                String::new()
+            }
+        ));
+    }
     if let Some(free) = report.free_space {
         out.push_str(&format!(
             "engine root {}: {} free, about {} needed\n",
@@ -366,6 +437,46 @@ pub fn load(report: &LoadReport) -> String {
     }
     if let Some(services) = &report.services {
         out.push_str(&services_table(services));
+    }
+    out
+}
+
+pub fn inventory(report: &archpack::ops::inventory::InventoryReport) -> String {
+    let inv = &report.inventory;
+    let rows: Vec<[String; 4]> = inv
+        .images
+        .iter()
+        .map(|i| {
+            [
+                if i.tags.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    i.tags.join(",")
+                },
+                i.platform.to_string(),
+                short(&i.id.to_string()),
+                i.diff_ids.len().to_string(),
+            ]
+        })
+        .collect();
+    let mut out = table(&["IMAGE", "PLATFORM", "IMAGE ID", "LAYERS"], &rows);
+    out.push_str(&format!(
+        "\n{}: {} on {} ({} store, {}); load would choose {}\n",
+        inv.name,
+        plural(report.images, "image"),
+        plural(report.layers, "layer"),
+        report.store,
+        inv.engine.version,
+        report.platform,
+    ));
+    match &report.path {
+        Some(p) => out.push_str(&format!(
+            "wrote {} ({}): on the build host, archpack create --base {} ... makes a delta for this site\n",
+            p.display(),
+            human_bytes(report.bytes),
+            p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        )),
+        None => out.push_str("write it with -o FILE (or print it with --json)\n"),
     }
     out
 }

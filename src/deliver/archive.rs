@@ -14,7 +14,7 @@ use crate::progress::Progress;
 use crate::reference::ImageRef;
 use archpack_format::codec::LayerFault;
 use archpack_format::{
-    chain_ids, exit, oci, BundleReader, FormatError, Member, MemberKind, MemberReader,
+    chain_ids, exit, oci, BundleReader, FormatError, LayerStorage, Member, MemberKind, MemberReader,
 };
 use serde::Serialize;
 use std::collections::HashSet;
@@ -35,6 +35,8 @@ pub enum ArchiveError {
     Output(#[from] crate::fsutil::OutputError),
     #[error(transparent)]
     Name(#[from] crate::reference::ReferenceError),
+    #[error("layer {layer} is not in this bundle (a delta): it needs its base")]
+    NeedsBase { layer: String },
 }
 
 impl ArchiveError {
@@ -42,9 +44,10 @@ impl ArchiveError {
         match self {
             ArchiveError::Bundle(e) => e.exit_code(),
             ArchiveError::Corrupt { .. } | ArchiveError::Truncated { .. } => exit::INTEGRITY,
-            ArchiveError::Write { .. } | ArchiveError::Output(_) | ArchiveError::Name(_) => {
-                exit::FAILURE
-            }
+            ArchiveError::Write { .. }
+            | ArchiveError::Output(_)
+            | ArchiveError::Name(_)
+            | ArchiveError::NeedsBase { .. } => exit::FAILURE,
         }
     }
 }
@@ -58,6 +61,94 @@ pub struct Skip {
     pub chains: HashSet<Digest>,
     /// Leave the diff_id hash to the consumer, which checks it itself (the engine does).
     pub diff_id_hashing: bool,
+}
+
+/// Layers a delta bundle does not hold whole, supplied from elsewhere (the engine's
+/// own export, a base bundle, a patch and its reference: `deliver::delta`).
+pub trait ExtraLayers {
+    /// Whether the engine holds this blob already (it is left out of an OCI archive).
+    fn held_by_engine(&self, blob: &Digest) -> bool;
+    /// Hands the layer `blob` to `write`: its uncompressed tar (`stored == false`) or its
+    /// zstd blob as the manifests name it, every byte checked as it passes.
+    fn stream(
+        &self,
+        blob: &Digest,
+        stored: bool,
+        write: &mut dyn FnMut(&mut dyn Read) -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError>;
+}
+
+/// For a full bundle: it has every layer, so none is asked for.
+pub struct NoExtraLayers;
+
+impl ExtraLayers for NoExtraLayers {
+    fn held_by_engine(&self, _: &Digest) -> bool {
+        false
+    }
+
+    fn stream(
+        &self,
+        blob: &Digest,
+        _: bool,
+        _: &mut dyn FnMut(&mut dyn Read) -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError> {
+        Err(ArchiveError::NeedsBase {
+            layer: blob.to_string(),
+        })
+    }
+}
+
+/// One thing an archive carries: a member of the bundle, or a layer from elsewhere.
+enum Wanted<'a> {
+    Member(&'a Member, String),
+    Extra {
+        blob: Digest,
+        name: String,
+        size: u64,
+        /// Where its bytes lie in the bundle (a patch member), for reading in order.
+        at: u64,
+    },
+}
+
+impl Wanted<'_> {
+    fn at(&self) -> u64 {
+        match self {
+            Wanted::Member(m, _) => m.offset,
+            Wanted::Extra { at, .. } => *at,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Wanted::Member(_, n) | Wanted::Extra { name: n, .. } => n,
+        }
+    }
+}
+
+/// A layer the bundle does not hold whole: its size in the archive (uncompressed, or
+/// the blob's) and where its patch lies.
+fn extra_layer(
+    reader: &BundleReader,
+    blob: &Digest,
+    name: String,
+    stored: bool,
+) -> Option<Wanted<'static>> {
+    match reader.index.layer(blob)? {
+        LayerStorage::Whole { .. } => None,
+        storage => Some(Wanted::Extra {
+            blob: blob.clone(),
+            name,
+            size: if stored {
+                storage.blob_size()
+            } else {
+                storage.uncompressed_size()
+            },
+            at: match storage {
+                LayerStorage::Patched { member, .. } => member.offset,
+                _ => 0,
+            },
+        }),
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -113,6 +204,7 @@ pub fn write_docker_archive<W: Write>(
     reader: &BundleReader,
     selected: &[Selected],
     skip: &Skip,
+    extra: &dyn ExtraLayers,
     out: W,
     mtime: u64,
     progress: &dyn Progress,
@@ -120,8 +212,8 @@ pub fn write_docker_archive<W: Write>(
     let tags = checked_tags(selected)?;
     let mut stats = ArchiveStats::default();
     let mut manifest = Vec::new();
-    // (member, docker-archive name) of everything to send, deduplicated.
-    let mut wanted: Vec<(&Member, String)> = Vec::new();
+    // Everything to send with its docker-archive name, deduplicated.
+    let mut wanted: Vec<Wanted> = Vec::new();
     let mut names_seen = HashSet::new();
     for (s, tags) in selected.iter().zip(tags) {
         if skip.images.contains(&s.entry.config) {
@@ -131,7 +223,7 @@ pub fn write_docker_archive<W: Write>(
         let config = member(reader, &s.entry.config)?;
         let config_name = format!("{}.json", s.entry.config.hex());
         if names_seen.insert(config_name.clone()) {
-            wanted.push((config, config_name.clone()));
+            wanted.push(Wanted::Member(config, config_name.clone()));
         }
         let layers = layers_of(reader, s)?;
         let diffs: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
@@ -144,7 +236,10 @@ pub fn write_docker_archive<W: Write>(
                 continue;
             }
             if names_seen.insert(name.clone()) {
-                wanted.push((member(reader, blob)?, name));
+                match extra_layer(reader, blob, name.clone(), false) {
+                    Some(w) => wanted.push(w),
+                    None => wanted.push(Wanted::Member(member(reader, blob)?, name)),
+                }
                 stats.layers_sent += 1;
             }
         }
@@ -154,15 +249,37 @@ pub fn write_docker_archive<W: Write>(
             layers: layer_names,
         });
     }
-    wanted.sort_by_key(|(m, _)| m.offset);
+    wanted.sort_by_key(|w| w.at());
     let total: u64 = wanted
         .iter()
-        .map(|(m, _)| m.uncompressed_size.unwrap_or(m.size))
+        .map(|w| match w {
+            Wanted::Member(m, _) => m.uncompressed_size.unwrap_or(m.size),
+            Wanted::Extra { size, .. } => *size,
+        })
         .sum();
     progress.start("sending", Some(total));
 
     let mut tar = TarOut::new(out);
-    for (m, name) in &wanted {
+    for w in &wanted {
+        let (m, name) = match w {
+            Wanted::Member(m, name) => (*m, name),
+            Wanted::Extra {
+                blob, name, size, ..
+            } => {
+                extra.stream(blob, false, &mut |layer| {
+                    tar.append(
+                        name,
+                        *size,
+                        mtime,
+                        &mut ProgressRead {
+                            inner: layer,
+                            progress,
+                        },
+                    )
+                })?;
+                continue;
+            }
+        };
         match m.uncompressed_size {
             Some(size) if m.kind == MemberKind::Layer => {
                 let mut layer = reader.layer_reader(m, progress).map_err(fault_error)?;
@@ -200,6 +317,7 @@ pub fn docker_archive_file(
             reader,
             selected,
             &Skip::default(),
+            &NoExtraLayers,
             io::BufWriter::with_capacity(1 << 20, file),
             mtime,
             progress,
@@ -222,6 +340,7 @@ pub fn oci_archive_file(
             reader,
             selected,
             &Skip::default(),
+            &NoExtraLayers,
             io::BufWriter::with_capacity(1 << 20, file),
             mtime,
             progress,
@@ -241,13 +360,15 @@ pub fn write_oci_archive<W: Write>(
     reader: &BundleReader,
     selected: &[Selected],
     skip: &Skip,
+    extra: &dyn ExtraLayers,
     out: W,
     mtime: u64,
     progress: &dyn Progress,
 ) -> Result<ArchiveStats, ArchiveError> {
     let tags = checked_tags(selected)?;
     let mut stats = ArchiveStats::default();
-    let mut blobs: Vec<&Member> = Vec::new();
+    let mut blobs: Vec<Wanted> = Vec::new();
+    let mut seen = HashSet::new();
     let mut top = Vec::new();
     let mut docker_manifest = Vec::new();
     for (s, tags) in selected.iter().zip(tags) {
@@ -259,9 +380,15 @@ pub fn write_oci_archive<W: Write>(
             .into_iter()
             .chain(s.entry.layers.iter())
         {
-            let m = member(reader, d)?;
-            if !blobs.iter().any(|b| b.digest == m.digest) {
-                blobs.push(m);
+            if !seen.insert(d.clone()) || extra.held_by_engine(d) {
+                continue;
+            }
+            match extra_layer(reader, d, d.blob_path(), true) {
+                Some(w) => blobs.push(w),
+                None => {
+                    let m = member(reader, d)?;
+                    blobs.push(Wanted::Member(m, m.name.clone()));
+                }
             }
         }
         let manifest = member(reader, &s.entry.manifest)?;
@@ -274,16 +401,45 @@ pub fn write_oci_archive<W: Write>(
             layers: s.entry.layers.iter().map(|l| l.blob_path()).collect(),
         });
     }
-    blobs.sort_by_key(|m| m.offset);
-    progress.start("sending", Some(blobs.iter().map(|m| m.size).sum()));
+    blobs.sort_by_key(|w| w.at());
+    progress.start(
+        "sending",
+        Some(
+            blobs
+                .iter()
+                .map(|w| match w {
+                    Wanted::Member(m, _) => m.size,
+                    Wanted::Extra { size, .. } => *size,
+                })
+                .sum(),
+        ),
+    );
     let mut tar = TarOut::new(out);
     tar.append_bytes("oci-layout", oci::OCI_LAYOUT, mtime)?;
-    for m in blobs {
-        let mut checked = CheckedBlob::new(reader, m, progress);
-        tar.append(&m.name, m.size, mtime, &mut checked)?;
-        stats.blob_bytes_read += m.size;
-        if m.diff_id.is_some() {
-            stats.layers_sent += 1;
+    for w in &blobs {
+        match w {
+            Wanted::Member(m, _) => {
+                let mut checked = CheckedBlob::new(reader, m, progress);
+                tar.append(&m.name, m.size, mtime, &mut checked)?;
+                stats.blob_bytes_read += m.size;
+                if m.diff_id.is_some() {
+                    stats.layers_sent += 1;
+                }
+            }
+            Wanted::Extra { blob, size, .. } => {
+                extra.stream(blob, true, &mut |layer| {
+                    tar.append(
+                        w.name(),
+                        *size,
+                        mtime,
+                        &mut ProgressRead {
+                            inner: layer,
+                            progress,
+                        },
+                    )
+                })?;
+                stats.layers_sent += 1;
+            }
         }
     }
     let oci_index = oci::index(top)?;
@@ -407,6 +563,20 @@ impl<W: Write> TarOut<W> {
             .map_err(|e| self.error(e))?;
         self.out.flush().map_err(|e| self.error(e))?;
         Ok(self.written + 1024)
+    }
+}
+
+/// Counts what passes into the progress display.
+struct ProgressRead<'a> {
+    inner: &'a mut dyn Read,
+    progress: &'a dyn Progress,
+}
+
+impl Read for ProgressRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
     }
 }
 

@@ -16,7 +16,9 @@
 //! Errors arrive inside a 200 response; the daemon takes the whole upload before it
 //! registers anything, so an aborted upload loads nothing.
 
-use crate::deliver::archive::{write_docker_archive, write_oci_archive, ArchiveError, Skip};
+use crate::deliver::archive::{
+    write_docker_archive, write_oci_archive, ArchiveError, ExtraLayers, Skip,
+};
 use crate::digest::Digest;
 use crate::docker::{Engine, EngineError};
 use crate::platform::{Platform, Selected};
@@ -25,7 +27,7 @@ use crate::reference::ImageRef;
 use archpack_format::{chain_ids, exit, BundleReader};
 use bollard::query_parameters::{ImportImageOptions, ListImagesOptions, TagImageOptions};
 use futures_util::StreamExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,13 @@ pub enum LoadError {
     LayerMismatch(String),
     #[error("the engine ended the load without loading an image; nothing was tagged")]
     NothingLoaded,
+    #[error("{bundle} is a delta made against {made_against}; this engine lacks what it needs:\n  {}\n{fix}; nothing was loaded", missing.join("\n  "))]
+    DeltaIncomplete {
+        bundle: String,
+        made_against: String,
+        missing: Vec<String>,
+        fix: String,
+    },
     #[error("after loading, {image} is {found} in the engine, expected {expected}")]
     Mismatch {
         image: String,
@@ -63,6 +72,7 @@ impl LoadError {
             | LoadError::NoSpace { .. }
             | LoadError::Refused(_)
             | LoadError::NothingLoaded
+            | LoadError::DeltaIncomplete { .. }
             | LoadError::Mismatch { .. } => exit::FAILURE,
         }
     }
@@ -111,6 +121,8 @@ pub struct EngineState {
     pub present_images: HashSet<Digest>,
     /// Layer chains the classic store has.
     pub present_chains: HashSet<Digest>,
+    /// diff_id → an image that has the layer (to read it back from; delta loads).
+    pub held_layers: HashMap<Digest, String>,
     pub root_dir: Option<String>,
     /// The engine's disk is this host's (a local socket): free space can be checked.
     pub local: bool,
@@ -122,15 +134,12 @@ impl EngineState {
     }
 }
 
-pub fn engine_state(engine: &Engine) -> Result<EngineState, LoadError> {
+/// What the engine holds. `every_layer`: also which layers each image has, on every
+/// store (a delta load reads layers back from the engine); the classic store's chains
+/// are always gathered.
+pub fn engine_state(engine: &Engine, every_layer: bool) -> Result<EngineState, LoadError> {
     let info = engine.info()?;
-    let store = if crate::docker::is_podman(engine)? {
-        Store::Podman
-    } else if crate::docker::uses_containerd_store(engine)? {
-        Store::Containerd
-    } else {
-        Store::Classic
-    };
+    let store = store_of(engine)?;
     // Multi-platform images on the containerd store are indexes; their manifests are
     // images too (Docker 28 lists them with `manifests`; older engines ignore it).
     let images = engine
@@ -145,6 +154,7 @@ pub fn engine_state(engine: &Engine) -> Result<EngineState, LoadError> {
         store,
         present_images: HashSet::new(),
         present_chains: HashSet::new(),
+        held_layers: HashMap::new(),
         root_dir: info.docker_root_dir.clone(),
         local: engine.endpoint.is_local(),
     };
@@ -161,30 +171,111 @@ pub fn engine_state(engine: &Engine) -> Result<EngineState, LoadError> {
             }
         }
     }
-    if store == Store::Classic {
+    if store == Store::Classic || every_layer {
         // The layers of every image present: their chains need not be sent again.
         // Asked 16 at a time: thousands of images answer in a second or two.
-        let layers: Vec<Vec<Digest>> = engine.runtime.block_on(
+        let mut layers: Vec<(String, Vec<Digest>)> = engine.runtime.block_on(
             futures_util::stream::iter(&ids)
                 .map(|id| async move {
                     let inspect = engine.client.inspect_image(&id.to_string()).await.ok();
-                    inspect
+                    let diffs = inspect
                         .and_then(|i| i.root_fs)
                         .and_then(|r| r.layers)
                         .unwrap_or_default()
                         .iter()
                         .filter_map(|d| d.parse().ok())
-                        .collect()
+                        .collect();
+                    (id.to_string(), diffs)
                 })
                 .buffer_unordered(16)
                 .collect(),
         );
-        for diffs in layers {
-            state.present_chains.extend(chain_ids(&diffs));
+        // Which image a layer is read back from must not depend on answer order.
+        layers.sort();
+        for (_, diffs) in &layers {
+            if store == Store::Classic {
+                state.present_chains.extend(chain_ids(diffs));
+            }
         }
+        state.held_layers = crate::deliver::delta::holders(&layers);
     }
     state.present_images.extend(ids);
     Ok(state)
+}
+
+impl Store {
+    /// The store's name in an inventory.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Store::Classic => "classic",
+            Store::Containerd => "containerd",
+            Store::Podman => "podman",
+        }
+    }
+}
+
+/// How the engine stores images.
+pub fn store_of(engine: &Engine) -> Result<Store, LoadError> {
+    Ok(if crate::docker::is_podman(engine)? {
+        Store::Podman
+    } else if crate::docker::uses_containerd_store(engine)? {
+        Store::Containerd
+    } else {
+        Store::Classic
+    })
+}
+
+/// Every image the engine lists, described for an inventory: ID, tags, platform,
+/// layers. Untagged intermediate images are left out (their layers are their
+/// children's); images the engine cannot describe (no platform) too.
+pub fn inventory_images(
+    engine: &Engine,
+    store: Store,
+) -> Result<Vec<archpack_format::inventory::InventoryImage>, LoadError> {
+    let images = engine
+        .runtime
+        .block_on(engine.client.list_images(None::<ListImagesOptions>))
+        .map_err(|e| engine.api_error(e))?;
+    let ids: Vec<String> = images.iter().map(|i| i.id.clone()).collect();
+    let inspected = engine.runtime.block_on(
+        futures_util::stream::iter(&ids)
+            .map(|id| async move { engine.client.inspect_image(id).await })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>(),
+    );
+    let mut out = Vec::new();
+    for inspect in inspected {
+        let inspect = inspect.map_err(|e| engine.api_error(e))?;
+        let Some(id) = inspect.id.as_deref().and_then(|i| i.parse::<Digest>().ok()) else {
+            continue;
+        };
+        let (Some(os), Some(arch)) = (inspect.os.as_deref(), inspect.architecture.as_deref())
+        else {
+            continue;
+        };
+        let diff_ids = inspect
+            .root_fs
+            .and_then(|r| r.layers)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .collect();
+        out.push(archpack_format::inventory::InventoryImage {
+            config: (store != Store::Containerd).then(|| id.clone()),
+            manifest: (store == Store::Containerd).then(|| id.clone()),
+            id,
+            tags: inspect
+                .repo_tags
+                .iter()
+                .flatten()
+                .filter(|t| !t.ends_with("<none>:<none>"))
+                .map(|t| crate::reference::familiar(t))
+                .collect(),
+            platform: Platform::new(os, arch, inspect.variant.as_deref()),
+            diff_ids,
+        });
+    }
+    Ok(out)
 }
 
 /// What a load will do.
@@ -234,16 +325,22 @@ pub fn plan(
                 detail: "the index gives a layer no diffId".into(),
             })?;
         for (blob, chain) in s.entry.layers.iter().zip(chain_ids(&diffs)) {
+            let layer = index.layer(blob);
+            // A delta's layer whose blob a manifest the containerd store has names.
+            let blob_in_engine = state.store == Store::Containerd
+                && matches!(layer, Some(archpack_format::LayerStorage::Required(r))
+                    if r.manifests.iter().any(|m| state.present_images.contains(m)));
             if state.store == Store::Classic && state.present_chains.contains(&chain) {
                 skip.chains.insert(chain);
                 layers_present += 1;
+            } else if blob_in_engine {
+                layers_present += 1;
             } else if counted.insert(blob.clone()) {
                 layers_to_send += 1;
-                let m = index.member_by_digest(blob);
-                let unpacked = m.and_then(|m| m.uncompressed_size).unwrap_or(0);
+                let unpacked = layer.map_or(0, |l| l.uncompressed_size());
                 bytes_unpacked += unpacked;
                 bytes_to_send += match state.store {
-                    Store::Containerd => m.map_or(0, |m| m.size),
+                    Store::Containerd => layer.map_or(0, |l| l.blob_size()),
                     Store::Classic | Store::Podman => unpacked,
                 };
             }
@@ -296,6 +393,7 @@ pub fn send(
     reader: &BundleReader,
     selected: &[Selected],
     plan: &LoadPlan,
+    extra: &(dyn ExtraLayers + Sync),
     progress: &dyn Progress,
 ) -> Result<u64, LoadError> {
     if selected
@@ -311,10 +409,10 @@ pub fn send(
             let mut out = writer;
             let result = match plan.store {
                 Store::Containerd => {
-                    write_oci_archive(reader, selected, &plan.skip, &mut out, 0, progress)
+                    write_oci_archive(reader, selected, &plan.skip, extra, &mut out, 0, progress)
                 }
                 Store::Classic | Store::Podman => {
-                    write_docker_archive(reader, selected, &plan.skip, &mut out, 0, progress)
+                    write_docker_archive(reader, selected, &plan.skip, extra, &mut out, 0, progress)
                 }
             };
             match &result {

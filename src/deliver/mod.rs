@@ -2,6 +2,7 @@
 //! ([`registry`]), or an archive another runtime loads ([`archive`]).
 
 pub mod archive;
+pub mod delta;
 pub mod engine;
 pub mod registry;
 pub mod resolve;

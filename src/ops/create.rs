@@ -12,7 +12,10 @@ use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::reference::ImageRef;
 use crate::source::{self, LayerSink, Source, SourceError, SourceRef};
+use archpack_format::delta::{BaseKind, DeltaBases, MAX_PATCH_REFERENCE};
 use archpack_format::digest::Digest;
+use archpack_format::inventory::{Inventory, MAX_INVENTORY_BYTES};
+use archpack_format::writer::DeltaOptions;
 use archpack_format::{
     BundleIndex, BundleWriter, ComposeFiles, FormatError, IndexSigner, PlannedImage, WriterOptions,
 };
@@ -49,6 +52,10 @@ pub struct CreateRequest<'a> {
     pub endpoint: Endpoint,
     /// Static archpack binaries to carry for the bundle's platforms (`--loaders`).
     pub loaders: Option<LoaderRequest>,
+    /// Make a delta against these inventories and bundles (`--base`).
+    pub bases: Vec<PathBuf>,
+    /// Patch changed layers against references up to this size (`None`: `--no-patches`).
+    pub patch_max_reference: Option<u64>,
 }
 
 /// `--loaders DIR [--loaders-for LIST]`.
@@ -99,8 +106,62 @@ pub struct CreateReport {
     /// Layers that arrived before their turn (a source that streams in its own order).
     pub layers_reordered: usize,
     pub loaders: Vec<LoaderSummary>,
+    /// A delta's summary: what it leaves to the target and what it patches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaSummary>,
     #[serde(skip)]
     pub index: BundleIndex,
+}
+
+/// What a delta left out and patched.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeltaSummary {
+    /// `name (kind, file)` of each base.
+    pub bases: Vec<String>,
+    pub layers_required: usize,
+    /// Bytes of those layers' blobs (what a full bundle would have stored for them).
+    pub required_bytes: u64,
+    pub layers_patched: usize,
+    /// Bytes of the patches, and of the whole layers they stand for.
+    pub patch_bytes: u64,
+    pub patched_layer_bytes: u64,
+    pub layers_whole: usize,
+}
+
+impl DeltaSummary {
+    pub fn of(index: &BundleIndex) -> Option<DeltaSummary> {
+        let delta = index.delta.as_ref()?;
+        let patch_bytes = delta
+            .patches
+            .iter()
+            .filter_map(|p| index.member_by_digest(&p.patch))
+            .map(|m| m.size)
+            .sum();
+        Some(DeltaSummary {
+            bases: delta
+                .bases
+                .iter()
+                .map(|b| {
+                    let kind = match b.kind {
+                        BaseKind::Bundle => "bundle",
+                        BaseKind::Inventory => "inventory",
+                    };
+                    format!("{} ({kind} {})", b.name, b.file)
+                })
+                .collect(),
+            layers_required: delta.required.len(),
+            required_bytes: delta.required.iter().map(|r| r.size).sum(),
+            layers_patched: delta.patches.len(),
+            patch_bytes,
+            patched_layer_bytes: delta.patches.iter().map(|p| p.size).sum(),
+            layers_whole: index
+                .members
+                .iter()
+                .filter(|m| m.kind == archpack_format::MemberKind::Layer)
+                .count(),
+        })
+    }
 }
 
 /// An image placed in the plan: which source image, under which logical name.
@@ -140,6 +201,7 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
     }
 
     let loaders = loader_inputs(req, &plan)?;
+    let bases = open_bases(req)?;
     let spill_dir = fsutil::parent_dir(&req.output);
     let written = fsutil::write_atomically(&req.output, req.force, 0o644, |file| {
         let planned: Vec<PlannedImage> = plan.iter().map(|p| p.image.clone()).collect();
@@ -162,6 +224,10 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
+                delta: bases.as_ref().map(|bases| DeltaOptions {
+                    bases,
+                    patch_max_reference: req.patch_max_reference,
+                }),
             },
         )?;
         let total: u64 = plan
@@ -241,8 +307,55 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
                 binary_bytes: b.binary_size,
             })
             .collect(),
+        delta: DeltaSummary::of(&index),
         index,
     })
+}
+
+/// The bases of a delta: each `--base` is an inventory (JSON) or a bundle.
+fn open_bases(req: &CreateRequest) -> Result<Option<DeltaBases>, Error> {
+    if req.bases.is_empty() {
+        return Ok(None);
+    }
+    if let Some(max) = req.patch_max_reference {
+        if max > MAX_PATCH_REFERENCE {
+            return Err(RequestError::PatchReferenceTooLarge {
+                given: max,
+                max: MAX_PATCH_REFERENCE,
+            }
+            .into());
+        }
+    }
+    let mut bases = DeltaBases::new();
+    for path in &req.bases {
+        let bad = |detail: String| RequestError::BadBase {
+            path: path.clone(),
+            detail,
+        };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let mut head = [0u8; 1];
+        let n = file.read(&mut head).map_err(|e| bad(e.to_string()))?;
+        if n == 1 && (head[0] == b'{' || head[0].is_ascii_whitespace()) {
+            let mut bytes = head.to_vec();
+            file.take(MAX_INVENTORY_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(|e| bad(e.to_string()))?;
+            let inventory = Inventory::parse(&bytes).map_err(|e| bad(e.to_string()))?;
+            bases.add_inventory(&file_name, Digest::of(&bytes), &inventory);
+        } else {
+            let reader = archpack_format::BundleReader::open(path).map_err(|e| {
+                bad(format!(
+                    "neither an inventory (`archpack inventory -o FILE`) nor a bundle: {e}"
+                ))
+            })?;
+            bases.add_bundle(&file_name, reader);
+        }
+    }
+    Ok(Some(bases))
 }
 
 /// Which spec a source came from (open_all puts engine images last, in one source).

@@ -43,6 +43,7 @@ pub struct ExtractReport {
 
 pub fn extract(req: &ExtractRequest, progress: &dyn Progress) -> Result<ExtractReport, Error> {
     let (reader, signature) = open_bundle(&req.bundle, &req.trust)?;
+    super::refuse_delta(&reader, "extract")?;
     let (_, decision) = decide_platform(req.platform.as_ref(), None, &req.endpoint)?;
     let selected = select(&reader.index, &decision, &req.images)?;
     let write = match req.format {

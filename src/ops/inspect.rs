@@ -58,6 +58,47 @@ pub struct InspectReport {
     pub compose: Option<InspectedCompose>,
     /// Static archpack binaries carried (format 1.1), and the installer.
     pub loaders: Vec<InspectedLoader>,
+    /// A delta (format 2.0): what it needs on the target and what it patches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<InspectedDelta>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedDelta {
+    /// `name (kind file)` of each base.
+    pub made_against: Vec<String>,
+    /// Layers the target must hold.
+    pub required: Vec<InspectedRequired>,
+    pub patches: Vec<InspectedPatch>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedRequired {
+    pub diff_id: String,
+    /// Uncompressed bytes.
+    pub bytes: u64,
+    /// The base's images that hold it.
+    pub held_by: Vec<String>,
+    pub base: String,
+    /// This bundle's images that use it.
+    pub used_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedPatch {
+    pub diff_id: String,
+    pub patch_bytes: u64,
+    /// The whole layer's blob, as a full bundle would store it.
+    pub layer_bytes: u64,
+    pub reference: String,
+    pub reference_held_by: String,
+    pub base: String,
+    /// Memory applying it takes (the reference and zstd's window).
+    pub memory: u64,
+    pub used_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,6 +164,68 @@ pub fn inspect(path: &Path, trust: &TrustStore) -> Result<InspectReport, Error> 
                 digest: b.member.digest.to_string(),
                 binary_bytes: b.binary_size,
                 binary_digest: b.binary_digest.to_string(),
+            })
+            .collect(),
+        delta: inspect_delta(index),
+    })
+}
+
+fn inspect_delta(index: &archpack_format::BundleIndex) -> Option<InspectedDelta> {
+    let delta = index.delta.as_ref()?;
+    let base = |i: usize| {
+        delta
+            .bases
+            .get(i)
+            .map(|b| format!("{} ({})", b.name, b.file))
+            .unwrap_or_default()
+    };
+    let used_by = |blob: &archpack_format::Digest| -> Vec<String> {
+        index
+            .images
+            .iter()
+            .flat_map(|i| {
+                i.platforms
+                    .iter()
+                    .filter(|p| p.layers.contains(blob))
+                    .map(move |p| format!("{} ({})", i.name, p.platform))
+            })
+            .collect()
+    };
+    Some(InspectedDelta {
+        made_against: delta
+            .bases
+            .iter()
+            .map(|b| {
+                let kind = match b.kind {
+                    archpack_format::delta::BaseKind::Bundle => "bundle",
+                    archpack_format::delta::BaseKind::Inventory => "inventory",
+                };
+                format!("{} ({kind} {})", b.name, b.file)
+            })
+            .collect(),
+        required: delta
+            .required
+            .iter()
+            .map(|r| InspectedRequired {
+                diff_id: r.diff_id.to_string(),
+                bytes: r.uncompressed_size,
+                held_by: r.holders.clone(),
+                base: base(r.base),
+                used_by: used_by(&r.digest),
+            })
+            .collect(),
+        patches: delta
+            .patches
+            .iter()
+            .map(|p| InspectedPatch {
+                diff_id: p.diff_id.to_string(),
+                patch_bytes: index.stored_bytes(&p.digest),
+                layer_bytes: p.size,
+                reference: p.reference.diff_id.to_string(),
+                reference_held_by: p.reference.holder.clone(),
+                base: base(p.reference.base),
+                memory: p.memory,
+                used_by: used_by(&p.digest),
             })
             .collect(),
     })

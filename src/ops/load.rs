@@ -4,6 +4,8 @@
 
 use super::{decide_platform, open_bundle, BundleInput, Signature, TrustPolicy};
 use crate::compose::ServiceState;
+use crate::deliver::archive::{ExtraLayers, NoExtraLayers};
+use crate::deliver::delta::{DeltaLoadSummary, DeltaPlan};
 use crate::deliver::engine as deliver;
 use crate::docker::{Endpoint, Engine};
 use crate::error::Error;
@@ -28,6 +30,9 @@ pub struct LoadRequest {
     pub force: bool,
     /// Start the services and wait this many seconds for them to be healthy.
     pub up_timeout: Option<u64>,
+    /// Bundles a delta was made against, to take the layers it leaves out from
+    /// (`--base`; checked against the same trust as the bundle).
+    pub bases: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,12 +76,17 @@ pub struct LoadReport {
     pub engine_root: Option<String>,
     pub compose_file: Option<PathBuf>,
     pub services: Option<Vec<ServiceState>>,
+    /// A delta: where the layers it leaves out came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaLoadSummary>,
 }
 
 pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Error> {
     let (reader, signature) = open_bundle(&req.bundle, &req.trust)?;
     // A name the bundle lacks is the user's to fix before the engine is asked anything.
     crate::platform::check_image_names(&reader.index, &req.images)?;
+    let is_delta = reader.index.is_delta();
+    let bases = open_bases(&req.bases, &req.trust, is_delta)?;
     let engine = Engine::connect(&req.endpoint)?;
     let (_, decision) = decide_platform(req.platform.as_ref(), Some(&engine), &req.endpoint)?;
     let selected = select(&reader.index, &decision, &req.images)?;
@@ -91,12 +101,40 @@ pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Er
         }
         None => None,
     };
-    let state = deliver::engine_state(&engine)?;
+    let state = deliver::engine_state(&engine, is_delta)?;
     let plan = deliver::plan(&reader, &selected, &state)?;
+    // A delta's missing parts are found (or named) before anything is sent.
+    let delta_plan = if is_delta {
+        Some(DeltaPlan::new(
+            &reader,
+            &bundle_label(&req.bundle),
+            &selected,
+            &state,
+            &plan.skip,
+            &bases,
+        )?)
+    } else {
+        None
+    };
+    let delta_summary = delta_plan.as_ref().map(|d| d.summary.clone());
     deliver::check_space(&plan, &state)?;
     let mut sent = 0;
     if !req.dry_run {
-        sent = deliver::send(&engine, &reader, &selected, &plan, progress)?;
+        let extra = match delta_plan {
+            Some(d) => Some(d.gather(
+                &req.endpoint,
+                &reader,
+                &bases,
+                reader.index.compression.level,
+                progress,
+            )?),
+            None => None,
+        };
+        let extra: &(dyn ExtraLayers + Sync) = match &extra {
+            Some(d) => d,
+            None => &NoExtraLayers,
+        };
+        sent = deliver::send(&engine, &reader, &selected, &plan, extra, progress)?;
         deliver::tag_and_check(&engine, state.store, &selected)?;
     }
     let mut compose_file = None;
@@ -150,5 +188,29 @@ pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Er
         engine_root: state.root_dir.clone(),
         compose_file,
         services,
+        delta: delta_summary,
     })
+}
+
+/// The bundle as messages name it.
+fn bundle_label(input: &BundleInput) -> String {
+    match input {
+        BundleInput::File(p) => p.display().to_string(),
+        BundleInput::Stdin => "the bundle on standard input".into(),
+    }
+}
+
+/// `--base` bundles: trusted as the bundle is; only for a delta.
+fn open_bases(
+    paths: &[PathBuf],
+    trust: &TrustPolicy,
+    is_delta: bool,
+) -> Result<Vec<archpack_format::BundleReader>, Error> {
+    if !paths.is_empty() && !is_delta {
+        return Err(crate::error::RequestError::BaseForFullBundle.into());
+    }
+    paths
+        .iter()
+        .map(|p| open_bundle(&BundleInput::File(p.clone()), trust).map(|(r, _)| r))
+        .collect()
 }

@@ -7,6 +7,7 @@ pub mod compose;
 pub mod create;
 pub mod extract;
 pub mod inspect;
+pub mod inventory;
 pub mod keygen;
 pub mod load;
 pub mod platform;
@@ -105,6 +106,25 @@ pub fn open_bundle(
         None => Signature::NotChecked,
     };
     Ok((reader, signature))
+}
+
+/// `extract` and `push` write whole images: a delta bundle lacks layers its base holds.
+pub fn refuse_delta(reader: &BundleReader, command: &'static str) -> Result<(), Error> {
+    let Some(delta) = &reader.index.delta else {
+        return Ok(());
+    };
+    let against: Vec<String> = delta
+        .bases
+        .iter()
+        .map(|b| format!("{} ({})", b.name, b.file))
+        .collect();
+    Err(RequestError::DeltaNeedsBase {
+        bundle: reader.path.display().to_string(),
+        command,
+        against: against.join(", "),
+        left_out: delta.required.len() + delta.patches.len(),
+    }
+    .into())
 }
 
 /// The platform decision: `--platform` as given, or probed (asking `engine` when there

@@ -28,6 +28,7 @@ pub struct PushSummary {
 
 pub fn push(req: &PushRequest, progress: &dyn Progress) -> Result<PushSummary, Error> {
     let (reader, signature) = open_bundle(&req.bundle, &req.trust)?;
+    super::refuse_delta(&reader, "push")?;
     let selected = select_all(&reader.index, &req.images, req.platforms.as_deref())?;
     let pushed = registry::push(&reader, &selected, &req.options, progress)?;
     Ok(PushSummary { signature, pushed })

@@ -194,6 +194,9 @@ impl EngineSource {
             }
             let mut data = head.chain(&mut entry);
             let plain = Compression::sniff(head) == Compression::None;
+            if plain && !sink.wants_size(size) {
+                continue;
+            }
             if let Some(&known) = taken_sizes
                 .get(&size)
                 .filter(|_| plain && !no_shortcut.contains(&size))

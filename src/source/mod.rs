@@ -8,7 +8,7 @@
 
 mod container;
 mod docker_archive;
-mod engine;
+pub mod engine;
 mod mapped;
 mod oci;
 
@@ -263,6 +263,11 @@ pub trait LayerSink {
     fn wants(&self, diff_id: &Digest) -> bool;
     /// Uncompressed size of a layer the sink already has, if it has it.
     fn has_size(&self, diff_id: &Digest) -> Option<u64>;
+    /// Whether an unidentified uncompressed layer of `size` bytes could be one the sink
+    /// wants (a sink that knows the sizes it wants spares reading the rest).
+    fn wants_size(&self, _size: u64) -> bool {
+        true
+    }
     /// One layer's uncompressed tar stream. `expected` is its diff_id when the source
     /// knows it; `None` means "identify it by its content".
     fn layer(

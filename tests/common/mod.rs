@@ -600,3 +600,83 @@ pub fn noise_bundle(dir: &Path, tag: &'static str, len: usize, seed: u64) -> Pat
         .success();
     bundle
 }
+
+/// A docker-archive of one image from its layers and a config document (its
+/// `rootfs.diff_ids` set to the layers'); returns the config digest.
+pub fn write_image_archive(
+    path: &Path,
+    tag: &str,
+    mut config: Value,
+    layers: &[Vec<u8>],
+) -> String {
+    config["rootfs"] = json!({
+        "type": "layers",
+        "diff_ids": layers.iter().map(|l| format!("sha256:{}", sha256_hex(l))).collect::<Vec<_>>(),
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_name = format!("{}.json", sha256_hex(&config));
+    let names: Vec<String> = (0..layers.len())
+        .map(|i| format!("layer{i}/layer.tar"))
+        .collect();
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": config_name, "RepoTags": [tag], "Layers": names,
+    }]))
+    .unwrap();
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    };
+    for (name, data) in names.iter().zip(layers) {
+        add(name, data);
+    }
+    add(&config_name, &config);
+    add("manifest.json", &manifest);
+    b.finish().unwrap();
+    format!("sha256:{}", sha256_hex(&config))
+}
+
+/// A docker-archive's config and layers (small archives only: read whole).
+pub fn read_image_archive(path: &Path) -> (Value, Vec<Vec<u8>>) {
+    let mut files = std::collections::HashMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        if entry.header().entry_type().is_symlink() {
+            let target = entry
+                .link_name()
+                .unwrap()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            files.insert(name, Err(target.trim_start_matches("../").to_string()));
+            continue;
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        files.insert(name, Ok(data));
+    }
+    let get = |name: &str| -> Vec<u8> {
+        match &files[name] {
+            Ok(d) => d.clone(),
+            Err(target) => match &files[target.as_str()] {
+                Ok(d) => d.clone(),
+                Err(_) => panic!("{name}: link to a link"),
+            },
+        }
+    };
+    let manifest: Value = serde_json::from_slice(&get("manifest.json")).unwrap();
+    let config = serde_json::from_slice(&get(manifest[0]["Config"].as_str().unwrap())).unwrap();
+    let layers = manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| get(l.as_str().unwrap()))
+        .collect();
+    (config, layers)
+}

@@ -217,3 +217,120 @@ impl<R: Read> Read for VerifiedLayer<'_, R> {
         Ok(n)
     }
 }
+
+/// Bytes checked against a digest and a size as they pass: exactly `size` bytes come
+/// out, and the digest is judged when the last one arrives, before it is handed on (a
+/// consumer that stops at the declared size still gets the error).
+pub struct CheckedReader<R: Read> {
+    inner: Option<HashingReader<R>>,
+    what: String,
+    digest: Digest,
+    remaining: u64,
+    size: u64,
+}
+
+impl<R: Read> CheckedReader<R> {
+    /// `what` names the bytes in errors (a member, "layer sha256:… rebuilt from its patch").
+    pub fn new(inner: R, what: String, digest: Digest, size: u64) -> Self {
+        CheckedReader {
+            inner: Some(HashingReader::new(inner)),
+            what,
+            digest,
+            remaining: size,
+            size,
+        }
+    }
+
+    fn fault(&self, detail: String) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            LayerFault::Corrupt {
+                member: self.what.clone(),
+                detail,
+            },
+        )
+    }
+}
+
+impl<R: Read> Read for CheckedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Ok(0);
+        };
+        let want = buf.len().min(self.remaining as usize);
+        let n = if want == 0 {
+            0
+        } else {
+            inner.read(&mut buf[..want])?
+        };
+        if n == 0 && self.remaining > 0 {
+            let detail = format!(
+                "{} bytes where {} were expected",
+                self.size - self.remaining,
+                self.size
+            );
+            return Err(self.fault(detail));
+        }
+        self.remaining -= n as u64;
+        if self.remaining == 0 {
+            if let Some(done) = self.inner.take() {
+                let (digest, _) = done.finish();
+                if digest != self.digest {
+                    return Err(self.fault(format!("digest {digest}, expected {}", self.digest)));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A layer's uncompressed tar compressed as the writer does ([`encoder`]): the same
+/// input and level give the same blob, on any host and with any number of workers.
+pub struct CompressingReader<R: Read> {
+    input: R,
+    encoder: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+    out: Vec<u8>,
+    at: usize,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> CompressingReader<R> {
+    pub fn new(input: R, level: i32, threads: u32) -> io::Result<Self> {
+        Ok(CompressingReader {
+            input,
+            encoder: Some(encoder(Vec::new(), level, threads)?),
+            out: Vec::new(),
+            at: 0,
+            buf: vec![0u8; 1 << 20],
+        })
+    }
+}
+
+impl<R: Read> Read for CompressingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.out.len() {
+            let Some(encoder) = self.encoder.as_mut() else {
+                return Ok(0);
+            };
+            self.out.clear();
+            self.at = 0;
+            let n = match self.input.read(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                if let Some(done) = self.encoder.take() {
+                    self.out = done.finish()?;
+                }
+            } else {
+                encoder.write_all(&self.buf[..n])?;
+                std::mem::swap(&mut self.out, encoder.get_mut());
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}

@@ -30,6 +30,8 @@ pub enum FormatError {
     NotABundle { path: PathBuf, detail: String },
     #[error("{path}: truncated: {detail}")]
     Truncated { path: PathBuf, detail: String },
+    #[error("{path}: this bundle requires the format feature {feature:?}, which this archpack does not know; upgrade archpack")]
+    UnsupportedFeature { path: PathBuf, feature: String },
     #[error("{path}: bundle format {found} is newer than this archpack reads ({supported}); upgrade archpack")]
     UnsupportedFormat {
         path: PathBuf,
@@ -97,6 +99,7 @@ impl FormatError {
             FormatError::Io { .. }
             | FormatError::NotABundle { .. }
             | FormatError::UnsupportedFormat { .. }
+            | FormatError::UnsupportedFeature { .. }
             | FormatError::Write { .. }
             | FormatError::LayerMismatch { .. }
             | FormatError::LayerRead { .. }

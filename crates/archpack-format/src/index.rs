@@ -8,11 +8,16 @@ use std::collections::BTreeMap;
 
 pub const INDEX_MEMBER: &str = "archpack-index.json";
 pub const SIGNATURE_MEMBER: &str = "archpack-index.json.minisig";
-/// The format this archpack writes. Readers accept the same major and any minor.
+/// The format of a full bundle. Readers accept the same major and any minor.
 pub const FORMAT_MAJOR: u32 = 1;
-/// The newest minor this archpack writes: 1.1 adds loaders (SPEC §11). A bundle that
-/// uses nothing of 1.1 is written as 1.0, byte for byte what 1.0 writers wrote.
+/// The newest minor of major 1 this archpack writes: 1.1 adds loaders (SPEC §11). A
+/// bundle that uses nothing of 1.1 is written as 1.0, byte for byte what 1.0 writers wrote.
 pub const FORMAT_MINOR: u32 = 1;
+/// Major 2 (SPEC §8, §12): a bundle a 1.x reader would misread. It names what it needs
+/// in `requires`; the first such feature is `delta`.
+pub const FORMAT_MAJOR_FEATURES: u32 = 2;
+/// The features (`requires`) this archpack reads.
+pub const KNOWN_FEATURES: &[&str] = &[crate::delta::FEATURE_DELTA];
 /// Where the static archpack binaries a bundle carries live, and the installer.
 pub const LOADER_DIR: &str = "archpack-loaders";
 pub const INSTALLER_MEMBER: &str = "archpack-install";
@@ -41,6 +46,14 @@ pub struct BundleIndex {
     /// installs the right one (SPEC §11). Placed after every member; 1.0 readers skip them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loaders: Option<Loaders>,
+    /// 2.0: what a reader must understand to read this bundle (SPEC §8); a reader
+    /// refuses a bundle that requires a feature it does not know.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
+    /// 2.0, feature `delta`: the layers this bundle leaves to its target and the ones it
+    /// carries as patches (SPEC §12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<crate::delta::Delta>,
 }
 
 /// A tar member outside `members` (loaders, the installer): where it is and its digest.
@@ -117,6 +130,8 @@ pub enum MemberKind {
     ImageIndex,
     OciLayout,
     OciIndex,
+    /// 2.0 (delta): a zstd patch that rebuilds a layer from its reference (SPEC §12).
+    LayerPatch,
 }
 
 impl MemberKind {
@@ -129,6 +144,7 @@ impl MemberKind {
             MemberKind::ImageIndex => "image-index",
             MemberKind::OciLayout => "oci-layout",
             MemberKind::OciIndex => "oci-index",
+            MemberKind::LayerPatch => "layer-patch",
         }
     }
 }
@@ -173,6 +189,8 @@ impl BundleIndex {
             members: Vec::new(),
             compose: None,
             loaders: None,
+            requires: Vec::new(),
+            delta: None,
         }
     }
 
@@ -213,14 +231,57 @@ impl BundleIndex {
         all
     }
 
-    /// The diff_ids of an entry's layers (every layer member has one: the reader checks
-    /// that before the index is used).
+    /// The diff_ids of an entry's layers (every layer has one: the reader checks that
+    /// before the index is used).
     pub fn diff_ids_of(&self, entry: &PlatformEntry) -> Option<Vec<Digest>> {
         entry
             .layers
             .iter()
-            .map(|l| self.member_by_digest(l).and_then(|m| m.diff_id.clone()))
+            .map(|l| self.layer(l).map(|l| l.diff_id().clone()))
             .collect()
+    }
+
+    /// How the bundle holds the layer blob `digest` that a manifest names: whole, left
+    /// to the target (a delta's required layer), or as a patch.
+    pub fn layer(&self, digest: &Digest) -> Option<LayerStorage<'_>> {
+        if let Some(m) = self
+            .member_by_digest(digest)
+            .filter(|m| m.kind == MemberKind::Layer)
+        {
+            if let (Some(diff_id), Some(size)) = (&m.diff_id, m.uncompressed_size) {
+                return Some(LayerStorage::Whole {
+                    member: m,
+                    diff_id,
+                    uncompressed_size: size,
+                });
+            }
+            return None;
+        }
+        let delta = self.delta.as_ref()?;
+        if let Some(r) = delta.required.iter().find(|r| r.digest == *digest) {
+            return Some(LayerStorage::Required(r));
+        }
+        let patch = delta.patches.iter().find(|p| p.digest == *digest)?;
+        let member = self
+            .member_by_digest(&patch.patch)
+            .filter(|m| m.kind == MemberKind::LayerPatch)?;
+        Some(LayerStorage::Patched { patch, member })
+    }
+
+    /// Whether this is a delta bundle (format 2.0 with `delta`).
+    pub fn is_delta(&self) -> bool {
+        self.delta.is_some()
+    }
+
+    /// Bytes the bundle stores for a blob (a patch's bytes for a patched layer, none for
+    /// a layer left to the target).
+    pub fn stored_bytes(&self, digest: &Digest) -> u64 {
+        match self.layer(digest) {
+            Some(LayerStorage::Whole { member, .. })
+            | Some(LayerStorage::Patched { member, .. }) => member.size,
+            Some(LayerStorage::Required(_)) => 0,
+            None => self.member_by_digest(digest).map_or(0, |m| m.size),
+        }
     }
 
     /// Blob digests one platform entry needs: config, manifest and layers.
@@ -228,6 +289,53 @@ impl BundleIndex {
         std::iter::once(&entry.config)
             .chain(std::iter::once(&entry.manifest))
             .chain(entry.layers.iter())
+    }
+}
+
+/// Where a layer's bytes come from (see [`BundleIndex::layer`]).
+#[derive(Debug, Clone, Copy)]
+pub enum LayerStorage<'a> {
+    /// A layer member: the layer itself, compressed.
+    Whole {
+        member: &'a Member,
+        diff_id: &'a Digest,
+        uncompressed_size: u64,
+    },
+    /// Not in this (delta) bundle: the target holds it.
+    Required(&'a crate::delta::RequiredLayer),
+    /// Rebuilt from a reference layer the target holds and a patch member.
+    Patched {
+        patch: &'a crate::delta::LayerPatch,
+        member: &'a Member,
+    },
+}
+
+impl LayerStorage<'_> {
+    pub fn diff_id(&self) -> &Digest {
+        match self {
+            LayerStorage::Whole { diff_id, .. } => diff_id,
+            LayerStorage::Required(r) => &r.diff_id,
+            LayerStorage::Patched { patch, .. } => &patch.diff_id,
+        }
+    }
+
+    pub fn uncompressed_size(&self) -> u64 {
+        match self {
+            LayerStorage::Whole {
+                uncompressed_size, ..
+            } => *uncompressed_size,
+            LayerStorage::Required(r) => r.uncompressed_size,
+            LayerStorage::Patched { patch, .. } => patch.uncompressed_size,
+        }
+    }
+
+    /// The layer blob's size as its manifest gives it (the zstd blob, whole).
+    pub fn blob_size(&self) -> u64 {
+        match self {
+            LayerStorage::Whole { member, .. } => member.size,
+            LayerStorage::Required(r) => r.size,
+            LayerStorage::Patched { patch, .. } => patch.size,
+        }
     }
 }
 
@@ -392,8 +500,7 @@ impl BundleIndex {
     /// Stored bytes one platform entry needs (config, manifest, layers).
     pub fn entry_bytes(&self, entry: &PlatformEntry) -> u64 {
         BundleIndex::blobs_of(entry)
-            .filter_map(|d| self.member_by_digest(d))
-            .map(|m| m.size)
+            .map(|d| self.stored_bytes(d))
             .sum()
     }
 
@@ -408,7 +515,7 @@ impl BundleIndex {
         }
         let mut s = SizeSummary::default();
         for (digest, n) in uses {
-            let size = self.member_by_digest(digest).map_or(0, |m| m.size);
+            let size = self.stored_bytes(digest);
             if n > 1 {
                 s.shared_bytes += size;
                 s.saved_bytes += size * (n - 1);

@@ -9,9 +9,11 @@
 //! every input is bounded ([`limits`]) before it is trusted with memory.
 
 pub mod codec;
+pub mod delta;
 pub mod digest;
 pub mod error;
 pub mod index;
+pub mod inventory;
 pub mod limits;
 pub mod loaders;
 pub mod oci;

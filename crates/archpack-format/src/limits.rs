@@ -35,7 +35,7 @@ pub const MAX_WINDOW_LOG: u32 = 27;
 /// The cap for a member of `kind`.
 pub fn max_member_bytes(kind: MemberKind) -> u64 {
     match kind {
-        MemberKind::Layer => MAX_LAYER_BYTES,
+        MemberKind::Layer | MemberKind::LayerPatch => MAX_LAYER_BYTES,
         MemberKind::Config => MAX_CONFIG_BYTES,
         MemberKind::Manifest | MemberKind::ImageIndex => MAX_MANIFEST_BYTES,
         MemberKind::OciLayout => MAX_OCI_LAYOUT_BYTES,

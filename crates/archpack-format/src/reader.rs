@@ -162,14 +162,17 @@ impl BundleReader {
             .and_then(|f| f.as_str())
             .unwrap_or_default()
             .to_string();
-        let supported = BundleIndex::format_string();
+        let supported = format!(
+            "{} and {FORMAT_PREFIX}{FORMAT_MAJOR_FEATURES}.x",
+            BundleIndex::format_string()
+        );
         match format
             .strip_prefix(FORMAT_PREFIX)
             .and_then(|v| v.split_once('.'))
             .and_then(|(major, _)| major.parse::<u32>().ok())
         {
-            Some(major) if major == FORMAT_MAJOR => {}
-            Some(major) if major > FORMAT_MAJOR => {
+            Some(major) if major == FORMAT_MAJOR || major == FORMAT_MAJOR_FEATURES => {}
+            Some(major) if major > FORMAT_MAJOR_FEATURES => {
                 return Err(FormatError::UnsupportedFormat {
                     path: path.to_path_buf(),
                     found: format,
@@ -182,6 +185,21 @@ impl BundleReader {
                     format!("unknown format {format:?} (this archpack reads {supported})"),
                 ))
             }
+        }
+        // A feature this archpack does not know changes how the bundle reads: refuse it
+        // by name rather than misread it (SPEC §8).
+        if let Some(unknown) = probe
+            .get("requires")
+            .and_then(|r| r.as_array())
+            .into_iter()
+            .flatten()
+            .map(|f| f.as_str().unwrap_or("?"))
+            .find(|f| !KNOWN_FEATURES.contains(f))
+        {
+            return Err(FormatError::UnsupportedFeature {
+                path: path.to_path_buf(),
+                feature: unknown.to_string(),
+            });
         }
         reader.index = serde_json::from_value(probe)
             .map_err(|e| reader.bad_member(INDEX_MEMBER, format!("invalid index: {e}")))?;
@@ -246,13 +264,33 @@ impl BundleReader {
         if let Some(loaders) = &self.index.loaders {
             self.check_loaders_layout(loaders, next_free)?;
         }
+        self.check_delta()?;
         // Every blob an image names must exist and be of the kind it is used as; layers
         // must say what they decompress to (a verified bundle must also be loadable).
         for image in &self.index.images {
+            for p in &image.platforms {
+                for l in &p.layers {
+                    if self.index.layer(l).is_none() {
+                        let detail = match self.index.member_by_digest(l) {
+                            Some(m) if m.kind == MemberKind::Layer => {
+                                format!("layer {} has no diffId or uncompressedSize", m.name)
+                            }
+                            Some(m) => format!(
+                                "{} ({}) uses {} as a Layer, but the index says it is a {:?}",
+                                image.name, p.platform, m.name, m.kind
+                            ),
+                            None => format!(
+                                "{} ({}) refers to blob {l}, which the bundle does not hold",
+                                image.name, p.platform
+                            ),
+                        };
+                        return Err(bad(detail));
+                    }
+                }
+            }
             let uses = image.platforms.iter().flat_map(|p| {
                 std::iter::once((&p.config, MemberKind::Config))
                     .chain(std::iter::once((&p.manifest, MemberKind::Manifest)))
-                    .chain(p.layers.iter().map(|l| (l, MemberKind::Layer)))
                     .map(move |(d, k)| (p, d, k))
             });
             for (p, digest, kind) in uses {
@@ -268,14 +306,6 @@ impl BundleReader {
                         image.name, p.platform, m.name, m.kind
                     )));
                 }
-                if kind == MemberKind::Layer
-                    && (m.diff_id.is_none() || m.uncompressed_size.is_none())
-                {
-                    return Err(bad(format!(
-                        "layer {} has no diffId or uncompressedSize",
-                        m.name
-                    )));
-                }
             }
             if !self
                 .index
@@ -285,6 +315,72 @@ impl BundleReader {
                 return Err(bad(format!(
                     "{} refers to image index {}, which the bundle does not hold",
                     image.name, image.index
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A delta (2.0) is marked as one, and what it records points where it should:
+    /// patches at `layer-patch` members, bases that exist, windows within the format's.
+    fn check_delta(&self) -> Result<(), FormatError> {
+        let bad = |detail: String| FormatError::BadIndex {
+            path: self.path.clone(),
+            detail,
+        };
+        let marked = self
+            .index
+            .requires
+            .iter()
+            .any(|f| f == crate::delta::FEATURE_DELTA);
+        let Some(delta) = &self.index.delta else {
+            if marked {
+                return Err(bad("it requires `delta` but records none".into()));
+            }
+            if let Some(m) = self
+                .index
+                .members
+                .iter()
+                .find(|m| m.kind == MemberKind::LayerPatch)
+            {
+                return Err(bad(format!(
+                    "{} is a layer patch in a bundle that is not a delta",
+                    m.name
+                )));
+            }
+            return Ok(());
+        };
+        if !marked || self.index.format_version().map(|v| v.0) != Some(FORMAT_MAJOR_FEATURES) {
+            return Err(bad(
+                "it records a delta but is not marked as one (format 2.x, requires `delta`)".into(),
+            ));
+        }
+        let bases = delta.bases.len();
+        for r in &delta.required {
+            if r.base >= bases {
+                return Err(bad(format!("required layer {} names no base", r.diff_id)));
+            }
+        }
+        for p in &delta.patches {
+            if p.reference.base >= bases {
+                return Err(bad(format!("patch for layer {} names no base", p.diff_id)));
+            }
+            if p.window_log > crate::limits::MAX_WINDOW_LOG {
+                return Err(bad(format!(
+                    "patch for layer {} has a 2^{} window, over the format's 2^{}",
+                    p.diff_id,
+                    p.window_log,
+                    crate::limits::MAX_WINDOW_LOG
+                )));
+            }
+            if !self
+                .index
+                .member_by_digest(&p.patch)
+                .is_some_and(|m| m.kind == MemberKind::LayerPatch)
+            {
+                return Err(bad(format!(
+                    "patch {} for layer {} is not a layer-patch member",
+                    p.patch, p.diff_id
                 )));
             }
         }
@@ -523,7 +619,9 @@ impl BundleReader {
     /// Reads a small member fully and checks it against the index. Layers are never
     /// read this way (they stream through [`VerifiedLayer`]).
     pub fn read_member(&self, member: &Member) -> Result<Vec<u8>, FormatError> {
-        if member.kind == MemberKind::Layer || member.size > max_member_bytes(member.kind) {
+        if matches!(member.kind, MemberKind::Layer | MemberKind::LayerPatch)
+            || member.size > max_member_bytes(member.kind)
+        {
             return Err(self.bad_member(
                 &member.name,
                 format!("{} bytes is too much to hold in memory", member.size),

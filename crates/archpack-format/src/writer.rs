@@ -10,6 +10,10 @@
 //! never spill, and the output is the same bytes either way.
 
 use crate::codec;
+use crate::delta::{
+    listing_of, patch_encoder, patch_memory, patch_window_log, Delta, DeltaBases, HeldLayer,
+    LayerPatch, PatchReference, RequiredLayer,
+};
 use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::error::FormatError;
 use crate::index::*;
@@ -51,6 +55,16 @@ pub struct WriterOptions<'a> {
     pub loaders: Vec<crate::loaders::LoaderInput>,
     /// The bundle's file name, the installer's default for where it is.
     pub bundle_file: String,
+    /// Make a delta (format 2.0) against these bases (SPEC §12).
+    pub delta: Option<DeltaOptions<'a>>,
+}
+
+/// How a delta is made.
+pub struct DeltaOptions<'a> {
+    pub bases: &'a DeltaBases,
+    /// Patch changed layers against references of at most this many bytes (`None`:
+    /// no patches).
+    pub patch_max_reference: Option<u64>,
 }
 
 /// An image the bundle will hold, known before any layer is read.
@@ -79,6 +93,8 @@ pub enum LayerArrival {
     Spilled,
     /// Not a layer the bundle needs (or one it has already).
     NotNeeded,
+    /// A layer the delta's target holds: only its blob digest was taken.
+    Omitted,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +127,13 @@ pub struct BundleWriter<'f, 'o> {
     placed: HashMap<Digest, StoredLayer>,
     spilled: HashMap<Digest, Spilled>,
     configs: HashMap<Digest, Vec<u8>>,
+    /// Delta: layers left to the target (diff_id → what holds it).
+    omitted: HashMap<Digest, HeldLayer>,
+    /// Delta: blobs of omitted layers no base names, compressed only to learn them.
+    measured: HashMap<Digest, StoredLayer>,
+    /// Where each diff_id is first used: (plan index, position).
+    first_use: HashMap<Digest, (usize, usize)>,
+    patches: Vec<crate::delta::LayerPatch>,
     pos: u64,
     members: Vec<Member>,
     index_len: u64,
@@ -162,18 +185,44 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
                 }
             }
         }
+        // A delta leaves out a layer only when every platform that uses it holds it.
+        let mut omitted: HashMap<Digest, HeldLayer> = HashMap::new();
+        let mut kept = HashSet::new();
+        if let Some(delta) = &opts.delta {
+            for image in &plan {
+                for d in &image.diff_ids {
+                    match delta.bases.held(&image.platform, d) {
+                        Some(held) if !kept.contains(d) => {
+                            omitted.entry(d.clone()).or_insert_with(|| held.clone());
+                        }
+                        _ => {
+                            omitted.remove(d);
+                            kept.insert(d.clone());
+                        }
+                    }
+                }
+            }
+        }
         let mut order = Vec::new();
         let mut seen = HashSet::new();
-        for image in &plan {
-            for d in &image.diff_ids {
-                if seen.insert(d.clone()) {
+        let mut first_use = HashMap::new();
+        for (i, image) in plan.iter().enumerate() {
+            for (position, d) in image.diff_ids.iter().enumerate() {
+                first_use.entry(d.clone()).or_insert((i, position));
+                if !omitted.contains_key(d) && seen.insert(d.clone()) {
                     order.push(d.clone());
                 }
             }
         }
         let created = rfc3339(opts.created);
         let trusted_comment = trusted_comment(&opts.bundle_name, opts.created, &created);
-        let placeholder = render(&placeholder_index(&plan, order.len(), &opts, &created));
+        let placeholder = render(&placeholder_index(
+            &plan,
+            order.len(),
+            &omitted,
+            &opts,
+            &created,
+        ));
         for l in &opts.loaders {
             if crate::loaders::platform_of(&l.target).is_none() {
                 return Err(FormatError::Internal(format!(
@@ -211,8 +260,21 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             spill_len: 0,
             opts,
             plan,
-            needed: order.iter().cloned().collect(),
+            needed: order
+                .iter()
+                .cloned()
+                .chain(
+                    omitted
+                        .iter()
+                        .filter(|(_, h)| h.blob.is_none())
+                        .map(|(d, _)| d.clone()),
+                )
+                .collect(),
             order,
+            omitted,
+            measured: HashMap::new(),
+            first_use,
+            patches: Vec::new(),
             next: 0,
             spills: 0,
             placed: HashMap::new(),
@@ -241,6 +303,12 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         self.needed.contains(diff_id)
             && !self.placed.contains_key(diff_id)
             && !self.spilled.contains_key(diff_id)
+            && !self.measured.contains_key(diff_id)
+    }
+
+    /// A layer the delta leaves out but whose blob digest no base names.
+    fn to_measure(&self, diff_id: &Digest) -> bool {
+        self.omitted.contains_key(diff_id) && self.wants(diff_id)
     }
 
     /// Uncompressed size of a layer already taken (placed or spilled).
@@ -248,6 +316,7 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         self.placed
             .get(diff_id)
             .or_else(|| self.spilled.get(diff_id).map(|s| &s.layer))
+            .or_else(|| self.measured.get(diff_id))
             .map(|l| l.uncompressed)
     }
 
@@ -317,6 +386,18 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             if !self.wants(d) {
                 return Ok(LayerArrival::NotNeeded);
             }
+            if self.to_measure(d) {
+                let (diff_id, stored) = self.compress(origin, data, io::sink(), progress)?;
+                if diff_id != *d {
+                    return Err(FormatError::LayerMismatch {
+                        origin: origin.to_string(),
+                        expected: d.clone(),
+                        actual: diff_id,
+                    });
+                }
+                self.measured.insert(diff_id, stored);
+                return Ok(LayerArrival::Omitted);
+            }
         }
         // In its place when it is (or may be) the next one; ahead of its turn, spilled.
         let in_place = match expected {
@@ -341,6 +422,12 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         if !self.wants(&diff_id) {
             self.discard_in_place(in_place)?;
             return Ok(LayerArrival::NotNeeded);
+        }
+        if self.to_measure(&diff_id) {
+            // Identified only once compressed: the delta needs just its digest.
+            self.discard_in_place(in_place)?;
+            self.measured.insert(diff_id, stored);
+            return Ok(LayerArrival::Omitted);
         }
         if in_place && self.order.get(self.next) == Some(&diff_id) {
             self.commit_in_place(diff_id, stored)?;
@@ -382,11 +469,11 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
     }
 
     /// Compresses `data` into `sink`; returns its diff_id and what was stored.
-    fn compress(
+    fn compress<W: Write>(
         &mut self,
         origin: &str,
         data: &mut dyn Read,
-        sink: &File,
+        sink: W,
         progress: &dyn Progress,
     ) -> Result<(Digest, StoredLayer), FormatError> {
         let path = self.path.clone();
@@ -510,8 +597,8 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         self.write_at(&header, self.pos)?;
         self.pos = data_at + stored.size + pad;
         self.seek_to_end()?;
-        self.record_layer(diff_id, stored, data_at);
-        Ok(())
+        self.record_layer(diff_id.clone(), stored, data_at);
+        self.patch_last(&diff_id)
     }
 
     fn record_layer(&mut self, diff_id: Digest, stored: StoredLayer, data_at: u64) {
@@ -631,6 +718,23 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
                 diff_id: missing,
             });
         }
+        if let Some(missing) = self
+            .omitted
+            .iter()
+            .find(|(d, h)| h.blob.is_none() && !self.measured.contains_key(*d))
+            .map(|(d, _)| d.clone())
+        {
+            let image = self
+                .plan
+                .iter()
+                .find(|p| p.diff_ids.contains(&missing))
+                .map(describe)
+                .unwrap_or_default();
+            return Err(FormatError::MissingLayer {
+                image,
+                diff_id: missing,
+            });
+        }
         let layers_spilled = self.spills;
         self.spill = None;
         let plan = std::mem::take(&mut self.plan);
@@ -663,8 +767,8 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             let layers: Vec<StoredLayer> = image
                 .diff_ids
                 .iter()
-                .map(|d| self.placed[d].clone())
-                .collect();
+                .map(|d| self.stored_layer(d))
+                .collect::<Result<_, _>>()?;
             let bytes = oci::manifest(
                 oci::descriptor(MediaType::ImageConfig, config, config_sizes[config]),
                 layers
@@ -701,16 +805,25 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
                 platforms: platforms.into_iter().map(|(e, _)| e).collect(),
             });
         }
-        self.append_member("oci-layout", MemberKind::OciLayout, oci::OCI_LAYOUT)?;
-        let oci_index = oci::index(top)?;
-        self.append_member("index.json", MemberKind::OciIndex, &oci_index)?;
+        let delta = self.delta_record(&plan)?;
+        // A delta is not a complete image layout: it carries no OCI view (SPEC §12).
+        if delta.is_none() {
+            self.append_member("oci-layout", MemberKind::OciLayout, oci::OCI_LAYOUT)?;
+            let oci_index = oci::index(top)?;
+            self.append_member("index.json", MemberKind::OciIndex, &oci_index)?;
+        }
         let loaders = self.append_loaders()?;
         // End of archive: two zero blocks.
         self.append(&[0u8; 2 * BLOCK as usize])?;
 
         let index = BundleIndex {
-            // 1.0 unless the bundle uses what 1.1 added: 1.0 bundles stay byte for byte.
-            format: BundleIndex::format_for(if loaders.is_some() { 1 } else { 0 }),
+            // 1.0 unless the bundle uses what 1.1 added: 1.0 bundles stay byte for byte;
+            // 2.0 for a delta, which a 1.x reader would misread.
+            format: if delta.is_some() {
+                format!("{FORMAT_PREFIX}{FORMAT_MAJOR_FEATURES}.0")
+            } else {
+                BundleIndex::format_for(if loaders.is_some() { 1 } else { 0 })
+            },
             name: self.opts.bundle_name.clone(),
             created: self.created.clone(),
             tool: self.opts.tool.clone(),
@@ -722,6 +835,12 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             members: std::mem::take(&mut self.members),
             compose: self.opts.compose.clone(),
             loaders,
+            requires: if delta.is_some() {
+                vec![crate::delta::FEATURE_DELTA.to_string()]
+            } else {
+                Vec::new()
+            },
+            delta,
         };
         let mut index_bytes = render(&index);
         if index_bytes.len() as u64 >= self.index_len {
@@ -833,6 +952,212 @@ impl BundleWriter<'_, '_> {
     }
 }
 
+impl BundleWriter<'_, '_> {
+    /// What a placed, patched or omitted layer's blob is (the manifests name it).
+    fn stored_layer(&self, d: &Digest) -> Result<StoredLayer, FormatError> {
+        if let Some(l) = self.placed.get(d).or_else(|| self.measured.get(d)) {
+            return Ok(l.clone());
+        }
+        match self.omitted.get(d) {
+            Some(HeldLayer {
+                blob: Some((digest, size)),
+                uncompressed_size: Some(uncompressed),
+                ..
+            }) => Ok(StoredLayer {
+                digest: digest.clone(),
+                size: *size,
+                uncompressed: *uncompressed,
+            }),
+            _ => Err(FormatError::Internal(format!(
+                "layer {d} was neither written nor measured"
+            ))),
+        }
+    }
+
+    /// The delta's record: bases, what the target must hold, what is patched.
+    fn delta_record(&self, plan: &[PlannedImage]) -> Result<Option<Delta>, FormatError> {
+        let Some(delta) = &self.opts.delta else {
+            return Ok(None);
+        };
+        let mut required = Vec::new();
+        let mut seen = HashSet::new();
+        for d in plan.iter().flat_map(|p| &p.diff_ids) {
+            let Some(held) = self.omitted.get(d) else {
+                continue;
+            };
+            if !seen.insert(d) {
+                continue;
+            }
+            let layer = self.stored_layer(d)?;
+            required.push(RequiredLayer {
+                digest: layer.digest,
+                size: layer.size,
+                diff_id: d.clone(),
+                uncompressed_size: layer.uncompressed,
+                base: held.base,
+                holders: held.holders.clone(),
+                manifests: held.manifests.clone(),
+            });
+        }
+        Ok(Some(Delta {
+            bases: delta.bases.bases.clone(),
+            required,
+            patches: self.patches.clone(),
+        }))
+    }
+
+    /// Delta: the layer just placed becomes a patch against its predecessor when the
+    /// patch is smaller than the layer (SPEC §12). The predecessor is the base layer at
+    /// the same position of the same repository and platform, or else the base layer
+    /// of that platform sharing the most content; references above the cap are not
+    /// used (the layer stays whole).
+    fn patch_last(&mut self, diff_id: &Digest) -> Result<(), FormatError> {
+        let Some(delta) = &self.opts.delta else {
+            return Ok(());
+        };
+        let (Some(max), bases) = (delta.patch_max_reference, delta.bases) else {
+            return Ok(());
+        };
+        let (Some(&(i, position)), Some(member), Some(stored)) = (
+            self.first_use.get(diff_id),
+            self.members.last().cloned(),
+            self.placed.get(diff_id).cloned(),
+        ) else {
+            return Ok(());
+        };
+        let (logical, platform) = (self.plan[i].logical.clone(), self.plan[i].platform.clone());
+        let io_err = |error: io::Error| FormatError::Write {
+            path: self.path.clone(),
+            error,
+        };
+        let reference = match bases
+            .positional_reference(&logical, &platform, position, diff_id, max)
+        {
+            Some(r) => Some(r),
+            None => {
+                let layer = codec::decoder(FileRange::new(self.file, &member)).map_err(io_err)?;
+                let listing = listing_of(layer);
+                bases.most_shared_reference(&platform, &listing, max)?
+            }
+        };
+        let Some(reference) = reference.cloned() else {
+            return Ok(());
+        };
+        let reference_bytes = bases.read_reference(&reference)?;
+        let window_log = patch_window_log(reference.uncompressed_size);
+        let patch_file = tempfile::tempfile_in(&self.spill_dir).map_err(io_err)?;
+        let (patch_digest, patch_size) = {
+            let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, &patch_file));
+            let mut encoder = patch_encoder(
+                out,
+                self.opts.level,
+                &reference_bytes,
+                window_log,
+                stored.uncompressed,
+            )
+            .map_err(io_err)?;
+            let mut layer = codec::decoder(FileRange::new(self.file, &member)).map_err(io_err)?;
+            copy_all(&mut layer, &mut encoder, &mut self.buf).map_err(io_err)?;
+            let (buffered, digest, size) = encoder.finish().map_err(io_err)?.finish();
+            buffered.into_inner().map_err(|e| io_err(e.into_error()))?;
+            (digest, size)
+        };
+        if patch_size >= stored.size {
+            return Ok(());
+        }
+        // The patch takes the layer's place.
+        let header_at = member.offset - BLOCK;
+        self.file.set_len(header_at).map_err(io_err)?;
+        let copied = copy_range(
+            &patch_file,
+            0,
+            self.file,
+            member.offset,
+            patch_size,
+            &mut self.buf,
+        )
+        .map_err(io_err)?;
+        if copied != patch_digest {
+            return Err(io_err(io::Error::other(format!(
+                "the patch for layer {diff_id} changed on disk"
+            ))));
+        }
+        let pad = padding(patch_size);
+        self.write_at(&vec![0u8; pad as usize], member.offset + patch_size)?;
+        let header = self.header(&patch_digest.blob_path(), patch_size)?;
+        self.write_at(&header, header_at)?;
+        self.pos = member.offset + patch_size + pad;
+        self.seek_to_end()?;
+        if let Some(last) = self.members.last_mut() {
+            *last = Member {
+                name: patch_digest.blob_path(),
+                kind: MemberKind::LayerPatch,
+                offset: member.offset,
+                size: patch_size,
+                digest: patch_digest.clone(),
+                diff_id: None,
+                uncompressed_size: None,
+            };
+        }
+        self.patches.push(LayerPatch {
+            digest: stored.digest,
+            size: stored.size,
+            diff_id: diff_id.clone(),
+            uncompressed_size: stored.uncompressed,
+            patch: patch_digest,
+            memory: patch_memory(reference.uncompressed_size, window_log, stored.uncompressed),
+            reference: PatchReference {
+                diff_id: reference.diff_id,
+                uncompressed_size: reference.uncompressed_size,
+                base: reference.base,
+                holder: reference.holder,
+            },
+            window_log,
+        });
+        Ok(())
+    }
+}
+
+/// A member's bytes in the file being written, read back positionally.
+struct FileRange<'f> {
+    file: &'f File,
+    pos: u64,
+    end: u64,
+}
+
+impl<'f> FileRange<'f> {
+    fn new(file: &'f File, member: &Member) -> Self {
+        FileRange {
+            file,
+            pos: member.offset,
+            end: member.offset + member.size,
+        }
+    }
+}
+
+impl Read for FileRange<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn copy_all(from: &mut dyn Read, to: &mut dyn Write, buf: &mut [u8]) -> io::Result<()> {
+    loop {
+        match from.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => to.write_all(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn describe(p: &PlannedImage) -> String {
     format!("{} ({}, from {})", p.logical, p.platform, p.origin)
 }
@@ -851,6 +1176,7 @@ fn render(index: &BundleIndex) -> Vec<u8> {
 fn placeholder_index(
     plan: &[PlannedImage],
     layer_count: usize,
+    omitted: &HashMap<Digest, HeldLayer>,
     opts: &WriterOptions,
     created: &str,
 ) -> BundleIndex {
@@ -904,6 +1230,39 @@ fn placeholder_index(
             })
             .collect(),
     });
+    // Every omitted layer listed with its own holders; every placed one possibly a patch.
+    let delta = opts.delta.as_ref().map(|d| Delta {
+        bases: d.bases.bases.clone(),
+        required: omitted
+            .values()
+            .map(|h| RequiredLayer {
+                digest: wide.clone(),
+                size: u64::MAX,
+                diff_id: wide.clone(),
+                uncompressed_size: u64::MAX,
+                base: usize::MAX,
+                holders: h.holders.clone(),
+                manifests: h.manifests.clone(),
+            })
+            .collect(),
+        patches: (0..layer_count)
+            .map(|_| LayerPatch {
+                digest: wide.clone(),
+                size: u64::MAX,
+                diff_id: wide.clone(),
+                uncompressed_size: u64::MAX,
+                patch: wide.clone(),
+                reference: PatchReference {
+                    diff_id: wide.clone(),
+                    uncompressed_size: u64::MAX,
+                    base: usize::MAX,
+                    holder: "x".repeat(d.bases.longest_holder()),
+                },
+                window_log: u32::MAX,
+                memory: u64::MAX,
+            })
+            .collect(),
+    });
     BundleIndex {
         format: BundleIndex::format_string(),
         name: opts.bundle_name.clone(),
@@ -924,6 +1283,11 @@ fn placeholder_index(
         members,
         compose: opts.compose.clone(),
         loaders,
+        requires: delta
+            .as_ref()
+            .map(|_| vec![crate::delta::FEATURE_DELTA.to_string()])
+            .unwrap_or_default(),
+        delta,
     }
 }
 
