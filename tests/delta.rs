@@ -289,8 +289,19 @@ fn site_story(kind: EngineKind) {
         engine.tags()
     );
 
-    // The base bundle given on the site instead: everything comes from it.
-    let report = loaded(&engine, &delta, &["--base", full1.to_str().unwrap()]);
+    // The base bundle given on the site instead: everything comes from it, with the
+    // delta itself arriving on standard input.
+    let out = engine
+        .archpack()
+        .args(["load", "-q", "--json", "--allow-unsigned", "--base"])
+        .arg(&full1)
+        .arg("-")
+        .pipe_stdin(&delta)
+        .unwrap()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["delta"]["layersFromBase"], 2, "{report}");
     check_release_2(&engine, &full2);
 }
@@ -426,6 +437,33 @@ fn deltas_are_reproducible_small_and_say_what_they_need() {
         );
         assert!(said.contains("full bundle"), "{said}");
     }
+}
+
+#[test]
+fn a_layer_that_moved_is_patched_against_the_base_layer_sharing_most() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (v1, _) = synthetic_releases(d);
+    let base = d.join("base.archpack");
+    create(&base, &[], &[source(&v1)]);
+    // Release 3 under another name: a new layer in the middle pushes the app layer up a
+    // place, so no base layer sits at its position in the same repository.
+    let (_, layers) = read_image_archive(&v1);
+    let app = layer_tar(&[("app/model.bin", &model(1 << 20, 2))]);
+    let moved = d.join("moved.tar");
+    write_image_archive(
+        &moved,
+        "renamed:v3",
+        json!({"architecture": "amd64", "os": "linux", "config": {}}),
+        &[layers[0].clone(), layer_tar(&[("etc/motd", b"hi\n")]), app],
+    );
+    let delta = d.join("delta.archpack");
+    let report = create(&delta, &["--base", base.to_str().unwrap()], &[source(&moved)]);
+    assert_eq!(report["delta"]["layersPatched"], 1, "{report}");
+    let inspect = inspect_json(&delta);
+    let patch = &inspect["delta"]["patches"][0];
+    assert!(patch["referenceHeldBy"].as_str().unwrap().starts_with("syn:v1"), "{patch}");
+    assert!(patch["patchBytes"].as_u64().unwrap() * 4 < patch["layerBytes"].as_u64().unwrap(), "{patch}");
 }
 
 #[test]

@@ -254,3 +254,124 @@ fn the_loader_vector_is_byte_identical_and_both_readers_check_its_loaders() {
         .assert()
         .code(3);
 }
+
+/// The 2.0 vector's blob: 64 KiB from the LCG x' = (1103515245·x + 12345) mod 2^31,
+/// x₀ = 1, byte = (x' >> 16) & 0xff; release 2 flips every byte at a multiple of 4096.
+fn lcg_blob(release: u32) -> Vec<u8> {
+    let mut x: u64 = 1;
+    let mut out: Vec<u8> = (0..65536)
+        .map(|_| {
+            x = (1_103_515_245 * x + 12345) % (1 << 31);
+            ((x >> 16) & 0xff) as u8
+        })
+        .collect();
+    if release > 1 {
+        for i in (0..out.len()).step_by(4096) {
+            out[i] ^= 0xff;
+        }
+    }
+    out
+}
+
+/// The 2.0 (delta) vector: release 1 and 2 of `app` for amd64 and arm64, each with
+/// v1-two-arch's `bin/app` layer and a `data/blob.bin` layer (shared by both arches);
+/// the delta of release 2 made against release 1's bundle.
+fn build_delta_vector(dir: &Path) -> (PathBuf, PathBuf) {
+    let mut sources: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+    for release in [1u32, 2] {
+        let blob = layer_tar(&[("data/blob.bin", &lcg_blob(release))]);
+        for (arch, binary) in [
+            ("amd64", &b"\x7fELF amd64 payload"[..]),
+            ("arm64", b"\x7fELF arm64 payload"),
+        ] {
+            let path = dir.join(format!("app-{release}-{arch}.tar"));
+            write_docker_archive(
+                &path,
+                SyntheticImage {
+                    tag: &format!("app:{release}.0-{arch}"),
+                    architecture: Some(arch),
+                    layers: vec![layer_tar(&[("bin/app", binary)]), blob.clone()],
+                    diff_ids: None,
+                },
+            );
+            sources[release as usize - 1].push(format!("docker-archive:{}", path.display()));
+        }
+    }
+    let make = |name: &str, extra: &[&str], sources: &[String]| {
+        let out = dir.join(format!("{name}.archpack"));
+        archpack()
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(["create", "-q", "--bundle-name", name, "-o"])
+            .arg(&out)
+            .args(extra)
+            .args(sources)
+            .assert()
+            .success();
+        out
+    };
+    let base = make("vector-2-base", &[], &sources[0]);
+    let delta = make(
+        "vector-2",
+        &["--base", base.to_str().unwrap()],
+        &sources[1],
+    );
+    (base, delta)
+}
+
+#[test]
+fn the_delta_vector_is_byte_identical_and_both_readers_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, delta) = build_delta_vector(dir.path());
+    let bytes = std::fs::read(&delta).unwrap();
+    let index = Std::new("tar")
+        .arg("-xOf")
+        .arg(&delta)
+        .arg("archpack-index.json")
+        .output()
+        .unwrap()
+        .stdout;
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-format/vectors/v2-delta");
+    let base_digest = sha256_hex(&std::fs::read(&base).unwrap());
+    if std::env::var_os("ARCHPACK_UPDATE_VECTORS").is_some() {
+        std::fs::create_dir_all(&vectors).unwrap();
+        std::fs::write(
+            vectors.join("bundle.sha256"),
+            format!(
+                "{base_digest}  vector-2-base.archpack\n{}  vector-2.archpack\n",
+                sha256_hex(&bytes)
+            ),
+        )
+        .unwrap();
+        std::fs::write(vectors.join("archpack-index.json"), &index).unwrap();
+    }
+    let recorded = std::fs::read_to_string(vectors.join("bundle.sha256")).unwrap();
+    let lines: Vec<&str> = recorded.lines().collect();
+    assert_eq!(lines[0].split_whitespace().next().unwrap(), base_digest);
+    assert_eq!(lines[1].split_whitespace().next().unwrap(), sha256_hex(&bytes));
+    assert!(std::fs::read(vectors.join("archpack-index.json")).unwrap() == index);
+    let v: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    // bin/app unchanged on both arches: required; the blob changed: one patch, shared.
+    assert_eq!(v["delta"]["required"].as_array().unwrap().len(), 2);
+    assert_eq!(v["delta"]["patches"].as_array().unwrap().len(), 1);
+
+    if skip(&[Need::Tool("python3")]) {
+        return;
+    }
+    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-format/reference_reader.py");
+    let out = Std::new("python3")
+        .arg(&reader)
+        .arg(&delta)
+        .args(["--platform", "linux/arm64/v8"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["format"], "archpack-bundle/2.0");
+    assert_eq!(summary["delta"]["patches"], 1);
+    // config, manifest and the patch: what arm64 needs from this file.
+    assert_eq!(summary["platformBlobs"].as_array().unwrap().len(), 3);
+}
