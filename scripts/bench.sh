@@ -63,9 +63,34 @@ for i in range(40):
         f.write(' '.join(rng.choice(words) for _ in range(80000)))
 with open(os.path.join(out, "blob.bin"), "wb") as f:
     f.write(rng.randbytes(2 << 20))
+# The service's source: a few hundred lines of Python.
+with open(os.path.join(out, "app.py"), "w") as f:
+    for i in range(300):
+        f.write(f"def handler_{i}(request):\n    return {{'service': '{name}', 'route': {i}}}\n\n")
+if name == "beta":
+    # A 16 MiB model (weights: incompressible).
+    with open(os.path.join(out, "weights.bin"), "wb") as f:
+        f.write(rng.randbytes(16 << 20))
 EOF
     find "$corpus/work/app-$svc" -exec touch -h -d @946684800 {} +
   done
+  # Release 2 (the delta bundles' case): one source line changed in alpha, 10% of beta's
+  # model changed (every tenth 64 KiB block), gamma unchanged.
+  for svc in $services; do cp -a "$corpus/work/app-$svc" "$corpus/work/app2-$svc"; done
+  python3 - "$corpus/work" <<'EOF'
+import os, random, sys
+work = sys.argv[1]
+p = os.path.join(work, "app2-alpha", "app.py")
+text = open(p).read().replace("'route': 150}", "'route': 150, 'fixed': True}")
+open(p, "w").write(text)
+p = os.path.join(work, "app2-beta", "weights.bin")
+data = bytearray(open(p, "rb").read())
+rng = random.Random("release-2")
+for block in range(0, len(data) // 65536, 10):
+    data[block * 65536:(block + 1) * 65536] = rng.randbytes(65536)
+open(p, "wb").write(bytes(data))
+EOF
+  for svc in $services; do find "$corpus/work/app2-$svc" -exec touch -h -d @946684800 {} +; done
   layout="$corpus/oci"
   umoci init --layout "$layout"
   for arch in amd64 arm64; do
@@ -77,13 +102,21 @@ EOF
       umoci insert --image "$layout:$tag" --history.created 2000-01-01T00:00:00Z "$corpus/work/py-$arch" /
       umoci insert --image "$layout:$tag" --history.created 2000-01-01T00:00:00Z "$corpus/work/app-$svc" /app
       skopeo copy -q "oci:$layout:$tag" "docker-archive:$corpus/$tag.tar:$svc:v1-$arch"
+      tag2="$svc-$arch-2"
+      umoci new --image "$layout:$tag2"
+      umoci config --image "$layout:$tag2" --architecture "$arch" --os linux --created 2000-01-01T00:00:00Z
+      umoci insert --image "$layout:$tag2" --history.created 2000-01-01T00:00:00Z "$corpus/work/base-$arch" /
+      umoci insert --image "$layout:$tag2" --history.created 2000-01-01T00:00:00Z "$corpus/work/py-$arch" /
+      umoci insert --image "$layout:$tag2" --history.created 2000-01-01T00:00:00Z "$corpus/work/app2-$svc" /app
+      mkdir -p "$corpus/release2"
+      skopeo copy -q "oci:$layout:$tag2" "docker-archive:$corpus/release2/$tag.tar:$svc:v2-$arch"
     done
   done
   umoci gc --layout "$layout"
   rm -rf "$corpus/work"
-  touch "$corpus/.complete-v2"
+  touch "$corpus/.complete-v3"
 }
-[ -f "$corpus/.complete-v2" ] || { echo "building the corpus (once)..."; build_corpus; }
+[ -f "$corpus/.complete-v3" ] || { echo "building the corpus (once)..."; build_corpus; }
 
 work=$(mktemp -d /tmp/archpack-bench.XXXXXX)
 disks=$(mktemp -d /dev/shm/archpack-bench.XXXXXX)
@@ -196,6 +229,44 @@ fresh_engine
 read=$("$archpack" load -q --trust "$work/ap/bench.pub" --json "$work/ap/app.archpack" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bundleBytesRead"])')
 drop_engine
 
+# Delta bundles (release 2 against release 1): full, layer-only (what a whole-image or
+# whole-layer differential ships), patched; then applying the patched one on a site
+# that has release 1, against loading the full release 2 there.
+echo "== delta bundles: release 2 against release 1"
+export DOCKER_HOST=$build_host
+for f in "$corpus"/release2/*.tar; do docker load -q -i "$f" >/dev/null; done
+images2=$(for arch in amd64 arm64; do for svc in $services; do echo "$svc:v2-$arch"; done; done)
+"$archpack" create -q --sign "$work/ap/bench.key" -o "$work/ap/app2.archpack" $images2 >/dev/null
+"$archpack" create -q --sign "$work/ap/bench.key" --base "$work/ap/app.archpack" --no-patches \
+  -o "$work/ap/app2.layers.archpack" $images2 >/dev/null
+t=$(now); rss=$(rss_of "$archpack" create -q --sign "$work/ap/bench.key" --base "$work/ap/app.archpack" \
+  -o "$work/ap/app2.delta.archpack" $images2); delta_create=$(since "$t"); delta_create_rss=$rss
+"$archpack" inspect --json "$work/ap/app2.delta.archpack" >"$work/delta-inspect.json"
+patch_ref=$(tar -xOf "$work/ap/app2.delta.archpack" archpack-index.json | python3 -c 'import json,sys; d=json.load(sys.stdin)["delta"]; print(max([p["reference"]["uncompressedSize"] for p in d["patches"]] or [0]))')
+for rep in $(seq 1 "$reps"); do
+  for what in delta delta-base full; do
+    fresh_engine
+    "$archpack" load -q --trust "$work/ap/bench.pub" "$work/ap/app.archpack" >/dev/null
+    sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+    if [ $what = delta ]; then
+      # The references read back from the engine's own export.
+      t=$(now); rss=$(rss_of "$archpack" load -q --trust "$work/ap/bench.pub" "$work/ap/app2.delta.archpack")
+      record delta_apply "$(since "$t")"; record delta_apply_rss "$rss"
+    elif [ $what = delta-base ]; then
+      # The release 1 bundle kept on the site and given with --base.
+      t=$(now); "$archpack" load -q --trust "$work/ap/bench.pub" --base "$work/ap/app.archpack" "$work/ap/app2.delta.archpack" >/dev/null
+      record delta_base_apply "$(since "$t")"
+    else
+      t=$(now); "$archpack" load -q --trust "$work/ap/bench.pub" "$work/ap/app2.archpack" >/dev/null
+      record full2_load "$(since "$t")"
+    fi
+    drop_engine
+  done
+done
+full2_bytes=$(stat -c %s "$work/ap/app2.archpack")
+layers_bytes=$(stat -c %s "$work/ap/app2.layers.archpack")
+delta_bytes=$(stat -c %s "$work/ap/app2.delta.archpack")
+
 m() { median <"$work/$1"; }
 range() { sort -g "$work/$1" | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f-%.2f", lo, hi}'; }
 sum_arch() { echo "$(m ${1}_amd64) + $(m ${1}_arm64)" | bc; }
@@ -228,6 +299,13 @@ row "bytes read at load / needed" "$(mb "$read")" "$(mb "$needed")" "$(ratio "$r
 row "peak RSS create (MiB)" "$(( $(m ap_create_rss) / 1024 ))" "" "" "<= 64"
 row "peak RSS load (MiB)" "$(( $(m ap_load_rss) / 1024 ))" "" "" "<= 64"
 row "re-load, all present (s)" "$(printf %.3f "$(m ap_reload)")" "" "" "<= 0.5"
+row "release 2: full bundle" "$(mb "$full2_bytes")" "" "" ""
+row "layer-only delta / full" "$(mb "$layers_bytes")" "$(mb "$full2_bytes")" "$(ratio "$layers_bytes" "$full2_bytes")" ""
+row "patch delta / full" "$(mb "$delta_bytes")" "$(mb "$full2_bytes")" "$(ratio "$delta_bytes" "$full2_bytes")" "<= 0.02"
+row "create delta (s) / peak RSS (MiB)" "$(printf %.2f "$delta_create")" "$(( delta_create_rss / 1024 ))" "" ""
+timed "apply delta (s) vs full rel. 2 load" delta_apply "$(m full2_load)" "(onto release 1)"
+timed "  the same with --base rel. 1 bundle" delta_base_apply "$(m full2_load)"
+row "peak RSS applying (MiB) vs 64 + ref" "$(( $(m delta_apply_rss) / 1024 ))" "$(( 64 + patch_ref / 1048576 ))" "$(ratio "$(m delta_apply_rss)" "$(( (64 << 10) + patch_ref / 1024 ))")" "<= 1 (64 MiB + reference)"
 echo
 echo "ranges over the repetitions (min-max, s): create $(range ap_create), seeds create $(range seeds_create);"
 echo "  load $(range ap_load), seeds load $(range seeds_load), raw docker load $(range raw_load)"

@@ -300,7 +300,11 @@ fn site_story(kind: EngineKind) {
         .unwrap()
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["delta"]["layersFromBase"], 2, "{report}");
     check_release_2(&engine, &full2);
@@ -458,12 +462,25 @@ fn a_layer_that_moved_is_patched_against_the_base_layer_sharing_most() {
         &[layers[0].clone(), layer_tar(&[("etc/motd", b"hi\n")]), app],
     );
     let delta = d.join("delta.archpack");
-    let report = create(&delta, &["--base", base.to_str().unwrap()], &[source(&moved)]);
+    let report = create(
+        &delta,
+        &["--base", base.to_str().unwrap()],
+        &[source(&moved)],
+    );
     assert_eq!(report["delta"]["layersPatched"], 1, "{report}");
     let inspect = inspect_json(&delta);
     let patch = &inspect["delta"]["patches"][0];
-    assert!(patch["referenceHeldBy"].as_str().unwrap().starts_with("syn:v1"), "{patch}");
-    assert!(patch["patchBytes"].as_u64().unwrap() * 4 < patch["layerBytes"].as_u64().unwrap(), "{patch}");
+    assert!(
+        patch["referenceHeldBy"]
+            .as_str()
+            .unwrap()
+            .starts_with("syn:v1"),
+        "{patch}"
+    );
+    assert!(
+        patch["patchBytes"].as_u64().unwrap() * 4 < patch["layerBytes"].as_u64().unwrap(),
+        "{patch}"
+    );
 }
 
 #[test]

@@ -310,11 +310,7 @@ fn build_delta_vector(dir: &Path) -> (PathBuf, PathBuf) {
         out
     };
     let base = make("vector-2-base", &[], &sources[0]);
-    let delta = make(
-        "vector-2",
-        &["--base", base.to_str().unwrap()],
-        &sources[1],
-    );
+    let delta = make("vector-2", &["--base", base.to_str().unwrap()], &sources[1]);
     (base, delta)
 }
 
@@ -347,7 +343,10 @@ fn the_delta_vector_is_byte_identical_and_both_readers_read_it() {
     let recorded = std::fs::read_to_string(vectors.join("bundle.sha256")).unwrap();
     let lines: Vec<&str> = recorded.lines().collect();
     assert_eq!(lines[0].split_whitespace().next().unwrap(), base_digest);
-    assert_eq!(lines[1].split_whitespace().next().unwrap(), sha256_hex(&bytes));
+    assert_eq!(
+        lines[1].split_whitespace().next().unwrap(),
+        sha256_hex(&bytes)
+    );
     assert!(std::fs::read(vectors.join("archpack-index.json")).unwrap() == index);
     let v: serde_json::Value = serde_json::from_slice(&index).unwrap();
     // bin/app unchanged on both arches: required; the blob changed: one patch, shared.

@@ -18,7 +18,7 @@ use crate::docker::Endpoint;
 use crate::platform::Selected;
 use crate::progress::{Progress, Silent};
 use crate::source::engine::EngineSource;
-use crate::source::{LayerSink, Source, SourceError};
+use crate::source::{LayerSink, SourceError};
 use archpack_format::codec::{CheckedReader, CompressingReader};
 use archpack_format::delta::{apply_patch, BaseKind, LayerPatch};
 use archpack_format::{chain_ids, BundleReader, LayerStorage, Member};
@@ -123,10 +123,15 @@ impl DeltaPlan {
                     })
             })
         };
-        let engine_layer = |diff_id: &Digest| -> Option<Origin> {
-            state.held_layers.get(diff_id).map(|image| Origin::Engine {
-                image: image.clone(),
-            })
+        // An engine export sends whole images: read a layer back from an image already
+        // being exported, else from the smallest image that has it.
+        let engine_layer = |diff_id: &Digest, chosen: &BTreeMap<String, BTreeSet<Digest>>| {
+            let holders = state.held_layers.get(diff_id)?;
+            holders
+                .iter()
+                .find(|(id, _)| chosen.contains_key(id))
+                .or_else(|| holders.iter().min_by_key(|(id, size)| (*size, id.clone())))
+                .map(|(id, _)| Origin::Engine { image: id.clone() })
         };
         for s in selected {
             if skip.images.contains(&s.entry.config) {
@@ -149,10 +154,10 @@ impl DeltaPlan {
                         let origin = if state.store == Store::Containerd {
                             base_layer(diff_id)
                                 .filter(|o| matches!(o, Origin::Base { member, .. } if member.digest == *blob))
-                                .or_else(|| engine_layer(diff_id))
+                                .or_else(|| engine_layer(diff_id, &plan.exports))
                                 .or_else(|| base_layer(diff_id))
                         } else {
-                            base_layer(diff_id).or_else(|| engine_layer(diff_id))
+                            base_layer(diff_id).or_else(|| engine_layer(diff_id, &plan.exports))
                         };
                         match (in_engine, origin) {
                             (true, _) => Supply::InEngine,
@@ -175,7 +180,7 @@ impl DeltaPlan {
                     Some(LayerStorage::Patched { patch, member }) => {
                         let reference = &patch.reference;
                         let origin = base_layer(&reference.diff_id)
-                            .or_else(|| engine_layer(&reference.diff_id));
+                            .or_else(|| engine_layer(&reference.diff_id, &plan.exports));
                         match origin {
                             Some(origin) => Supply::Patch {
                                 patch: Box::new(patch.clone()),
@@ -293,8 +298,9 @@ impl DeltaPlan {
                 spooled: &mut spooled,
                 progress,
             };
-            let all: Vec<usize> = (0..self.exports.len()).collect();
-            source.read_layers(&all, &mut sink).map_err(source_error)?;
+            source
+                .read_layers_at_once(&mut sink)
+                .map_err(source_error)?;
             progress.finish();
             if let Some(missing) = self.spool_sizes.keys().find(|d| !spooled.contains_key(*d)) {
                 return Err(LoadError::Refused(format!(
@@ -558,15 +564,4 @@ impl ExtraLayers for DeltaLayers<'_> {
             }
         }
     }
-}
-
-/// Engine image IDs that hold each diff_id (for reading a layer back).
-pub fn holders(images: &[(String, Vec<Digest>)]) -> HashMap<Digest, String> {
-    let mut out = HashMap::new();
-    for (id, diffs) in images {
-        for d in diffs {
-            out.entry(d.clone()).or_insert_with(|| id.clone());
-        }
-    }
-    out
 }

@@ -121,8 +121,9 @@ pub struct EngineState {
     pub present_images: HashSet<Digest>,
     /// Layer chains the classic store has.
     pub present_chains: HashSet<Digest>,
-    /// diff_id → an image that has the layer (to read it back from; delta loads).
-    pub held_layers: HashMap<Digest, String>,
+    /// diff_id → the images that have the layer, as (image ID, its size in bytes): to
+    /// read it back from (delta loads).
+    pub held_layers: HashMap<Digest, Vec<(String, u64)>>,
     pub root_dir: Option<String>,
     /// The engine's disk is this host's (a local socket): free space can be checked.
     pub local: bool,
@@ -174,10 +175,11 @@ pub fn engine_state(engine: &Engine, every_layer: bool) -> Result<EngineState, L
     if store == Store::Classic || every_layer {
         // The layers of every image present: their chains need not be sent again.
         // Asked 16 at a time: thousands of images answer in a second or two.
-        let mut layers: Vec<(String, Vec<Digest>)> = engine.runtime.block_on(
+        let mut layers: Vec<(String, u64, Vec<Digest>)> = engine.runtime.block_on(
             futures_util::stream::iter(&ids)
                 .map(|id| async move {
                     let inspect = engine.client.inspect_image(&id.to_string()).await.ok();
+                    let size = inspect.as_ref().and_then(|i| i.size).unwrap_or(0).max(0);
                     let diffs = inspect
                         .and_then(|i| i.root_fs)
                         .and_then(|r| r.layers)
@@ -185,19 +187,25 @@ pub fn engine_state(engine: &Engine, every_layer: bool) -> Result<EngineState, L
                         .iter()
                         .filter_map(|d| d.parse().ok())
                         .collect();
-                    (id.to_string(), diffs)
+                    (id.to_string(), size as u64, diffs)
                 })
                 .buffer_unordered(16)
                 .collect(),
         );
         // Which image a layer is read back from must not depend on answer order.
         layers.sort();
-        for (_, diffs) in &layers {
+        for (id, size, diffs) in &layers {
             if store == Store::Classic {
                 state.present_chains.extend(chain_ids(diffs));
             }
+            for d in diffs {
+                state
+                    .held_layers
+                    .entry(d.clone())
+                    .or_default()
+                    .push((id.clone(), *size));
+            }
         }
-        state.held_layers = crate::deliver::delta::holders(&layers);
     }
     state.present_images.extend(ids);
     Ok(state)

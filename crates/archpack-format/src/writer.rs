@@ -706,24 +706,15 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
     /// Writes the metadata members and the index (and its signature) into the reserved
     /// front region. Every planned layer and config must have arrived.
     pub fn finish(mut self) -> Result<Written, FormatError> {
-        if let Some(missing) = self.order.get(self.next).cloned() {
-            let image = self
-                .plan
+        // A layer to place, or (delta) one to learn the blob digest of, never came.
+        let unplaced = self.order.get(self.next).cloned();
+        let unmeasured = || {
+            self.omitted
                 .iter()
-                .find(|p| p.diff_ids.contains(&missing))
-                .map(describe)
-                .unwrap_or_default();
-            return Err(FormatError::MissingLayer {
-                image,
-                diff_id: missing,
-            });
-        }
-        if let Some(missing) = self
-            .omitted
-            .iter()
-            .find(|(d, h)| h.blob.is_none() && !self.measured.contains_key(*d))
-            .map(|(d, _)| d.clone())
-        {
+                .find(|(d, h)| h.blob.is_none() && !self.measured.contains_key(*d))
+                .map(|(d, _)| d.clone())
+        };
+        if let Some(missing) = unplaced.or_else(unmeasured) {
             let image = self
                 .plan
                 .iter()
