@@ -303,31 +303,19 @@ pub fn write_docker_archive<W: Write>(
     Ok(stats)
 }
 
-/// Writes `selected` as a docker-archive file (atomically, beside `path`).
-pub fn docker_archive_file(
-    reader: &BundleReader,
-    selected: &[Selected],
-    path: &Path,
-    force: bool,
-    mtime: u64,
-    progress: &dyn Progress,
-) -> Result<ArchiveStats, ArchiveError> {
-    crate::fsutil::write_atomically(path, force, 0o644, |file| {
-        write_docker_archive(
-            reader,
-            selected,
-            &Skip::default(),
-            &NoExtraLayers,
-            io::BufWriter::with_capacity(1 << 20, file),
-            mtime,
-            progress,
-        )
-    })
-    .map_err(|e| e.flatten())
+/// The two archive kinds a bundle's platform can be written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchiveFormat {
+    /// `docker load` / podman: manifest.json, plain layers.
+    DockerArchive,
+    /// containerd `ctr images import`, k3s agent/images, Docker 23+: OCI layout, zstd.
+    OciArchive,
 }
 
-/// Writes `selected` as an OCI archive file (atomically, beside `path`).
-pub fn oci_archive_file(
+/// Writes `selected` as an archive file of `format` (atomically, beside `path`).
+pub fn archive_file(
+    format: ArchiveFormat,
     reader: &BundleReader,
     selected: &[Selected],
     path: &Path,
@@ -336,12 +324,17 @@ pub fn oci_archive_file(
     progress: &dyn Progress,
 ) -> Result<ArchiveStats, ArchiveError> {
     crate::fsutil::write_atomically(path, force, 0o644, |file| {
-        write_oci_archive(
+        let out = io::BufWriter::with_capacity(1 << 20, file);
+        let write = match format {
+            ArchiveFormat::DockerArchive => write_docker_archive,
+            ArchiveFormat::OciArchive => write_oci_archive,
+        };
+        write(
             reader,
             selected,
             &Skip::default(),
             &NoExtraLayers,
-            io::BufWriter::with_capacity(1 << 20, file),
+            out,
             mtime,
             progress,
         )

@@ -2,6 +2,7 @@
 //! whose runtime archpack does not drive (podman, containerd, k3s).
 
 use super::{decide_platform, open_bundle, BundleInput, Signature, TrustPolicy};
+pub use crate::deliver::archive::ArchiveFormat;
 use crate::deliver::archive::{self, ArchiveStats};
 use crate::docker::Endpoint;
 use crate::error::Error;
@@ -9,15 +10,6 @@ use crate::platform::{select, Platform};
 use crate::progress::Progress;
 use serde::Serialize;
 use std::path::PathBuf;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ArchiveFormat {
-    /// `docker load` / podman: manifest.json, plain layers.
-    DockerArchive,
-    /// containerd `ctr images import`, k3s agent/images, Docker 23+: OCI layout, zstd.
-    OciArchive,
-}
 
 pub struct ExtractRequest {
     pub bundle: BundleInput,
@@ -46,11 +38,15 @@ pub fn extract(req: &ExtractRequest, progress: &dyn Progress) -> Result<ExtractR
     super::refuse_delta(&reader, "extract")?;
     let (_, decision) = decide_platform(req.platform.as_ref(), None, &req.endpoint)?;
     let selected = select(&reader.index, &decision, &req.images)?;
-    let write = match req.format {
-        ArchiveFormat::DockerArchive => archive::docker_archive_file,
-        ArchiveFormat::OciArchive => archive::oci_archive_file,
-    };
-    let stats = write(&reader, &selected, &req.output, req.force, 0, progress)?;
+    let stats = archive::archive_file(
+        req.format,
+        &reader,
+        &selected,
+        &req.output,
+        req.force,
+        0,
+        progress,
+    )?;
     let mut platforms: Vec<String> = selected
         .iter()
         .map(|s| s.entry.platform.to_string())
