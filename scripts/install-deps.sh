@@ -2,7 +2,8 @@
 # Installs what archpack's tests and demo need on a fresh Debian machine: the Docker
 # engine, skopeo/umoci/minisign, busybox-static (both arches come via apt-get download),
 # jq, zstd, podman (its Docker-compatible API is tested too), containerd's ctr,
-# docker-registry (CNCF distribution) with htpasswd for the push tests, and OpenSSH
+# docker-registry (CNCF distribution) with htpasswd for the push tests, dosfstools and
+# fusefat (volumes written onto a real FAT32 filesystem, without a kernel module), OpenSSH
 # (client and server) for engines reached over ssh://.
 # Safe to run again: installs only what is missing.
 set -euo pipefail
@@ -11,7 +12,8 @@ need=()
 for pair in dockerd:docker.io skopeo:skopeo umoci:umoci minisign:minisign \
   jq:jq zstd:zstd busybox:busybox-static podman:podman ctr:containerd \
   docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl \
-  ssh:openssh-client /usr/sbin/sshd:openssh-server; do
+  ssh:openssh-client /usr/sbin/sshd:openssh-server mkfs.vfat:dosfstools fusefat:fusefat \
+  fusermount:fuse3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

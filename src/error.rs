@@ -60,6 +60,8 @@ impl Error {
 pub enum RequestError {
     #[error("{source_ref}: the image has no name to bundle it by{why}; give it one with --name NAME:TAG={source_ref}")]
     NoName { source_ref: String, why: String },
+    #[error("join reads volumes from their files, not from standard input: give the path of one (the others are found beside it)")]
+    JoinFromStdin,
     #[error("--name {given:?}: {reason}")]
     BadName { given: String, reason: String },
     #[error("--name {0:?}: expected NAME:TAG=SOURCE")]

@@ -121,7 +121,6 @@ pub fn write_atomically<T, E>(
     mode: u32,
     fill: impl FnOnce(&File) -> Result<T, E>,
 ) -> Result<T, AtomicError<E>> {
-    use std::os::unix::fs::PermissionsExt;
     check_absent(path, force).map_err(AtomicError::Output)?;
     let io_err = |error: io::Error| {
         AtomicError::Output(OutputError::Io {
@@ -151,9 +150,7 @@ pub fn write_atomically<T, E>(
     register_partial(tmp.path());
     let partial = tmp.path().to_path_buf();
     let filled = (|| {
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(io_err)?;
+        set_mode(tmp.as_file(), mode).map_err(io_err)?;
         let value = fill(tmp.as_file()).map_err(AtomicError::Content)?;
         tmp.as_file().sync_all().map_err(io_err)?;
         Ok(value)
@@ -165,17 +162,7 @@ pub fn write_atomically<T, E>(
             return Err(e);
         }
     };
-    let persisted = if force {
-        tmp.persist(path).map_err(|e| io_err(e.error))
-    } else {
-        tmp.persist_noclobber(path).map_err(|e| {
-            if e.error.kind() == io::ErrorKind::AlreadyExists {
-                AtomicError::Output(OutputError::Exists(path.to_path_buf()))
-            } else {
-                io_err(e.error)
-            }
-        })
-    };
+    let persisted = persist(tmp, path, force).map_err(AtomicError::Output);
     forget_partial(&partial);
     persisted?;
     if let Ok(d) = File::open(&dir) {
@@ -194,4 +181,154 @@ pub fn write_bytes(path: &Path, bytes: &[u8], force: bool, mode: u32) -> Result<
             error,
         },
     })
+}
+
+/// [`write_atomically`] for several files that only make sense together (the volumes of
+/// one bundle): all are filled, synced, and only then renamed into place; if any fails,
+/// none is left, not even the ones already renamed.
+pub fn write_set_atomically<T, E>(
+    paths: &[PathBuf],
+    force: bool,
+    mode: u32,
+    fill: impl FnOnce(&[&File]) -> Result<T, E>,
+) -> Result<T, AtomicError<E>> {
+    for p in paths {
+        check_absent(p, force).map_err(AtomicError::Output)?;
+    }
+    let io_err = |path: &Path, error: io::Error| {
+        AtomicError::Output(OutputError::Io {
+            path: path.to_path_buf(),
+            error,
+        })
+    };
+    let mut temps = Vec::with_capacity(paths.len());
+    let forget_all = |temps: &[tempfile::NamedTempFile]| {
+        for t in temps {
+            forget_partial(t.path());
+        }
+    };
+    for path in paths {
+        let dir = parent_dir(path);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        remove_stale_partials(&dir, &name);
+        let made = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempfile_in(&dir)
+            .and_then(|t| {
+                t.as_file().lock()?;
+                set_mode(t.as_file(), mode)?;
+                Ok(t)
+            });
+        match made {
+            Ok(t) => {
+                register_partial(t.path());
+                temps.push(t);
+            }
+            Err(e) => {
+                forget_all(&temps);
+                return Err(io_err(path, e));
+            }
+        }
+    }
+    let files: Vec<&File> = temps.iter().map(|t| t.as_file()).collect();
+    let value = match fill(&files) {
+        Ok(v) => v,
+        Err(e) => {
+            forget_all(&temps);
+            return Err(AtomicError::Content(e));
+        }
+    };
+    for (t, path) in temps.iter().zip(paths) {
+        if let Err(e) = t.as_file().sync_all() {
+            forget_all(&temps);
+            return Err(io_err(path, e));
+        }
+    }
+    forget_all(&temps);
+    let mut placed: Vec<&PathBuf> = Vec::new();
+    for (t, path) in temps.into_iter().zip(paths) {
+        let persisted = persist(t, path, force).map_err(AtomicError::Output);
+        if let Err(e) = persisted {
+            for p in placed {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        placed.push(path);
+    }
+    for dir in paths.iter().map(|p| parent_dir(p)) {
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(value)
+}
+
+/// Renames a filled temporary file into place; without `force`, never over an existing
+/// file. Filesystems with neither RENAME_NOREPLACE nor hard links (FAT behind FUSE) get
+/// a check then a plain rename.
+fn persist(tmp: tempfile::NamedTempFile, path: &Path, force: bool) -> Result<(), OutputError> {
+    let io_err = |error| OutputError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    if force {
+        return tmp.persist(path).map(|_| ()).map_err(|e| io_err(e.error));
+    }
+    match tmp.persist_noclobber(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+            Err(OutputError::Exists(path.to_path_buf()))
+        }
+        Err(e)
+            if matches!(
+                e.error.kind(),
+                io::ErrorKind::InvalidInput
+                    | io::ErrorKind::PermissionDenied
+                    | io::ErrorKind::Unsupported
+            ) =>
+        {
+            if path.exists() {
+                return Err(OutputError::Exists(path.to_path_buf()));
+            }
+            e.file
+                .persist(path)
+                .map(|_| ())
+                .map_err(|e| io_err(e.error))
+        }
+        Err(e) => Err(io_err(e.error)),
+    }
+}
+
+/// Gives a new file its mode. FAT (and fusefat) have no modes and refuse: a public
+/// file (a bundle, a volume) is written there anyway; a private one (a secret key) is not.
+fn set_mode(file: &File, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match file.set_permissions(std::fs::Permissions::from_mode(mode)) {
+        Err(e)
+            if mode & 0o044 == 0o044
+                && (e.raw_os_error() == Some(rustix::io::Errno::NOSYS.raw_os_error())
+                    || e.kind() == io::ErrorKind::PermissionDenied
+                    || e.kind() == io::ErrorKind::Unsupported) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Whether `dir` is on FAT or behind FUSE (fusefat, exfat-fuse, ntfs-3g: the drivers
+/// of removable media, whose underlying filesystem cannot be told): a bundle's
+/// temporary single file may not fit there (FAT holds no file of 4 GiB or more).
+pub fn may_be_fat(dir: &Path) -> bool {
+    const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    // f_type is i64 here, i32 on 32-bit ARM.
+    #[allow(clippy::unnecessary_cast)]
+    rustix::fs::statfs(dir)
+        .is_ok_and(|s| matches!(s.f_type as i64, MSDOS_SUPER_MAGIC | FUSE_SUPER_MAGIC))
 }

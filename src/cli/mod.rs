@@ -46,9 +46,13 @@ enum Command {
         #[command(flatten)]
         trust: TrustArgs,
     },
-    /// Check the signature, then every member of a bundle against its index.
+    /// Check the signature, then every member of a bundle against its index. A volume
+    /// named alone is checked alone; NAME (without .001) checks every volume.
     Verify {
         bundle: PathBuf,
+        /// Further volumes of the bundle kept elsewhere (the rest are found beside it).
+        #[arg(value_name = "VOLUME")]
+        more: Vec<PathBuf>,
         #[command(flatten)]
         trust: TrustArgs,
         #[arg(long)]
@@ -63,6 +67,9 @@ enum Command {
     /// Print or write a bundle's compose file for a platform.
     Compose {
         bundle: PathBuf,
+        /// Further volumes of the bundle kept elsewhere (the rest are found beside it).
+        #[arg(value_name = "VOLUME")]
+        more: Vec<PathBuf>,
         #[command(flatten)]
         trust: TrustArgs,
         /// The platform (default: the detected one).
@@ -74,6 +81,23 @@ enum Command {
         /// Replace an existing output file.
         #[arg(long)]
         force: bool,
+    },
+    /// Put a bundle's volumes back into the one file `create` writes without
+    /// --volume-size (each member checked on the way; the output appears whole or not).
+    Join {
+        /// A volume of the bundle (NAME.001, …).
+        volume: PathBuf,
+        /// Further volumes of the bundle kept elsewhere (the rest are found beside it).
+        #[arg(value_name = "VOLUME")]
+        more: Vec<PathBuf>,
+        /// The single-file bundle to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Make a signing key pair in minisign's format: PREFIX.key (secret) and PREFIX.pub.
     Keygen {
@@ -126,8 +150,11 @@ enum Command {
 
 #[derive(clap::Args)]
 struct LoadArgs {
-    /// The bundle file, or - to read it from standard input.
+    /// The bundle file (or any of its volumes), or - to read it from standard input.
     bundle: PathBuf,
+    /// Further volumes of the bundle kept elsewhere (the rest are found beside it).
+    #[arg(value_name = "VOLUME")]
+    more: Vec<PathBuf>,
     #[command(flatten)]
     trust: TrustArgs,
     /// Load this platform instead of the detected one (e.g. linux/arm/v7).
@@ -166,6 +193,10 @@ struct PushArgs {
     bundle: PathBuf,
     /// The registry: HOST[:PORT][/PREFIX] (svc:v1.0 goes to HOST[:PORT]/PREFIX/svc:v1.0).
     target: String,
+    /// A further volume of the bundle kept elsewhere; repeatable (the rest are found
+    /// beside the bundle argument).
+    #[arg(long = "volume", value_name = "FILE")]
+    more: Vec<PathBuf>,
     #[command(flatten)]
     trust: TrustArgs,
     /// Push only these platforms (comma-separated). Default: all the bundle has.
@@ -211,6 +242,9 @@ enum ArchiveFormatArg {
 #[derive(clap::Args)]
 struct ExtractArgs {
     bundle: PathBuf,
+    /// Further volumes of the bundle kept elsewhere (the rest are found beside it).
+    #[arg(value_name = "VOLUME")]
+    more: Vec<PathBuf>,
     #[command(flatten)]
     trust: TrustArgs,
     /// The platform to write (default: the detected one).
@@ -316,6 +350,10 @@ struct CreateArgs {
     /// memory, with a window up to the layer's size); larger ones stay whole.
     #[arg(long, value_name = "SIZE", default_value = "40MiB")]
     patch_max_ref: String,
+    /// Write volumes OUTPUT.001, OUTPUT.002, … of at most this size instead of one
+    /// file: fat32 (4 GiB − 1 byte), or a size (700MiB, 4G; K/M/G are KiB/MiB/GiB).
+    #[arg(long, value_name = "fat32|SIZE")]
+    volume_size: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -340,6 +378,7 @@ pub fn run() -> Result<ExitCode, Error> {
         Command::Extract(args) => extract(args, endpoint, &progress),
         Command::Compose {
             bundle,
+            more,
             trust,
             platform,
             output,
@@ -347,7 +386,7 @@ pub fn run() -> Result<ExitCode, Error> {
         } => {
             let to_stdout = output.as_os_str() == "-";
             let report = ops::compose::compose(&ops::compose::ComposeRequest {
-                bundle: BundleInput::from_arg(&bundle),
+                bundle: BundleInput::from_args(&bundle, &more),
                 trust: trust.policy()?,
                 endpoint,
                 platform: platform.as_deref().map(parse_platform).transpose()?,
@@ -437,14 +476,32 @@ pub fn run() -> Result<ExitCode, Error> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Join {
+            volume,
+            more,
+            output,
+            force,
+            json,
+        } => {
+            let report = ops::join::join(
+                &ops::join::JoinRequest {
+                    volumes: BundleInput::from_args(&volume, &more),
+                    output,
+                    force,
+                },
+                &progress,
+            )?;
+            emit(json, None, &report, render::join)
+        }
         Command::Verify {
             bundle,
+            more,
             trust,
             json,
         } => {
             let report = ops::verify::verify(
                 &ops::verify::VerifyRequest {
-                    bundle: BundleInput::from_arg(&bundle),
+                    bundle: BundleInput::from_args(&bundle, &more),
                     trust: trust.policy()?,
                 },
                 &progress,
@@ -523,7 +580,7 @@ fn unsigned_warning(signature: &ops::Signature) {
 fn load(args: LoadArgs, endpoint: Endpoint, progress: &render::Bars) -> Result<ExitCode, Error> {
     let report = ops::load::load(
         &ops::load::LoadRequest {
-            bundle: BundleInput::from_arg(&args.bundle),
+            bundle: BundleInput::from_args(&args.bundle, &args.more),
             trust: args.trust.policy()?,
             endpoint,
             platform: args.platform.as_deref().map(parse_platform).transpose()?,
@@ -562,7 +619,7 @@ fn push(args: PushArgs, progress: &render::Bars) -> Result<ExitCode, Error> {
     };
     let report = ops::push::push(
         &ops::push::PushRequest {
-            bundle: BundleInput::from_arg(&args.bundle),
+            bundle: BundleInput::from_args(&args.bundle, &args.more),
             trust: args.trust.policy()?,
             platforms: args.platform.as_deref().map(parse_platforms).transpose()?,
             images: args.images.clone(),
@@ -592,7 +649,7 @@ fn extract(
 ) -> Result<ExitCode, Error> {
     let report = ops::extract::extract(
         &ops::extract::ExtractRequest {
-            bundle: BundleInput::from_arg(&args.bundle),
+            bundle: BundleInput::from_args(&args.bundle, &args.more),
             trust: args.trust.policy()?,
             endpoint,
             platform: args.platform.as_deref().map(parse_platform).transpose()?,
@@ -703,6 +760,17 @@ fn create(
                 None => None,
             },
             bases: args.bases.clone(),
+            volume_size: args
+                .volume_size
+                .as_deref()
+                .map(|v| {
+                    if v.eq_ignore_ascii_case("fat32") {
+                        Ok(archpack_format::volumes::FAT32_MAX_FILE)
+                    } else {
+                        parse_size("--volume-size", v)
+                    }
+                })
+                .transpose()?,
             patch_max_reference: if args.no_patches {
                 None
             } else {

@@ -127,6 +127,21 @@ pub fn create(report: &CreateReport) -> String {
         human_bytes(report.dedup_saved_bytes),
         if report.signed { "; signed" } else { "; unsigned" }
     ));
+    if !report.volumes.is_empty() {
+        out.push_str(&format!(
+            "as {} volumes (no file named {} was written):\n",
+            report.volumes.len(),
+            report.path.display()
+        ));
+        for v in &report.volumes {
+            out.push_str(&format!(
+                "  {}  {}  [{}]\n",
+                v.path.display(),
+                human_bytes(v.bytes),
+                v.group
+            ));
+        }
+    }
     if let Some(d) = &report.delta {
         out.push_str(&format!(
             "delta against {}: {} layer{} left to the target ({} a full bundle would carry), {} patched ({} for {} of layers), {} whole\n",
@@ -182,6 +197,26 @@ pub fn inspect(report: &InspectReport) -> String {
         human_bytes(report.shared_bytes),
         human_bytes(report.dedup_saved_bytes)
     ));
+    if let Some(v) = &report.volumes {
+        out.push_str(&format!(
+            "Volumes:  {} of at most {} ({} joined)\n",
+            v.files.len(),
+            human_bytes(v.cap),
+            human_bytes(v.joined_bytes)
+        ));
+        for f in &v.files {
+            out.push_str(&format!(
+                "  {}  {}  [{}]  {}\n",
+                f.name,
+                human_bytes(f.bytes),
+                f.group,
+                f.state
+            ));
+        }
+        for (platform, names) in &v.needed_by {
+            out.push_str(&format!("  {platform} needs: {}\n", names.join(", ")));
+        }
+    }
     if let Some(compose) = &report.compose {
         out.push_str(&format!(
             "Compose:  template{}\n",
@@ -504,12 +539,40 @@ pub fn push(summary: &PushSummary) -> String {
 }
 
 pub fn verify(bundle: &std::path::Path, report: &VerifyReport) -> String {
-    format!(
-        "{}: OK: {}; {} members, {} verified\n",
+    let mut out = format!(
+        "{}: OK: {}; {} {}, {} verified\n",
         bundle.display(),
         report.signature,
         report.members,
+        if report.volumes.is_empty() {
+            "members"
+        } else {
+            "members or pieces"
+        },
         human_bytes(report.bytes)
+    );
+    for v in &report.volumes {
+        out.push_str(&format!(
+            "  {}  {}  [{}]\n",
+            v.path.display(),
+            v.status,
+            v.group
+        ));
+    }
+    out
+}
+
+pub fn join(report: &archpack::ops::join::JoinReport) -> String {
+    format!(
+        "wrote {}: {} from {} volumes{}\n",
+        report.output.display(),
+        human_bytes(report.bytes),
+        report.volumes,
+        if report.signed {
+            " (signed; the signature is checked when it is used)"
+        } else {
+            " (unsigned)"
+        }
     )
 }
 

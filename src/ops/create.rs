@@ -15,6 +15,7 @@ use crate::source::{self, LayerSink, Source, SourceError, SourceRef};
 use archpack_format::delta::{BaseKind, DeltaBases, MAX_PATCH_REFERENCE};
 use archpack_format::digest::Digest;
 use archpack_format::inventory::{Inventory, MAX_INVENTORY_BYTES};
+use archpack_format::volumes::VolumeCut;
 use archpack_format::writer::DeltaOptions;
 use archpack_format::{
     BundleIndex, BundleWriter, ComposeFiles, FormatError, IndexSigner, PlannedImage, WriterOptions,
@@ -22,6 +23,55 @@ use archpack_format::{
 use serde::Serialize;
 use std::io::Read;
 use std::path::PathBuf;
+
+/// `--volume-size`: the single file goes to a temporary file (beside the output, or in
+/// `TMPDIR` when the output may be on FAT, which cannot hold it), and is cut from there
+/// into volumes that are renamed into place together.
+fn write_volumes(
+    req: &CreateRequest,
+    cap: u64,
+    fill: impl FnOnce(&std::fs::File) -> Result<archpack_format::writer::Written, Error>,
+    progress: &dyn Progress,
+) -> Result<(archpack_format::writer::Written, Vec<CreatedVolume>), Error> {
+    let dir = fsutil::parent_dir(&req.output);
+    let temp_dir = if fsutil::may_be_fat(&dir) {
+        std::env::temp_dir()
+    } else {
+        dir.clone()
+    };
+    let single = tempfile::tempfile_in(&temp_dir).map_err(|error| {
+        Error::from(fsutil::OutputError::Io {
+            path: temp_dir.clone(),
+            error,
+        })
+    })?;
+    let written = fill(&single)?;
+    let base = req
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cut = VolumeCut::plan(&single, &req.output, cap, &base, req.signer)?;
+    let paths: Vec<PathBuf> = cut.names().iter().map(|n| dir.join(n)).collect();
+    let table = fsutil::write_set_atomically(&paths, req.force, 0o644, |files| {
+        cut.write(&single, &req.output, files, req.signer, progress)
+    })
+    .map_err(|e| match e {
+        fsutil::AtomicError::Output(o) => Error::from(o),
+        fsutil::AtomicError::Content(e) => Error::from(e),
+    })?;
+    let volumes = table
+        .files
+        .iter()
+        .zip(paths)
+        .map(|(f, path)| CreatedVolume {
+            path,
+            bytes: f.size,
+            group: f.group.clone(),
+        })
+        .collect();
+    Ok((written, volumes))
+}
 
 /// One source as the user gave it, with its `--name`.
 #[derive(Debug, Clone)]
@@ -56,6 +106,8 @@ pub struct CreateRequest<'a> {
     pub bases: Vec<PathBuf>,
     /// Patch changed layers against references up to this size (`None`: `--no-patches`).
     pub patch_max_reference: Option<u64>,
+    /// Cut the bundle into volumes `OUTPUT.001`, … of at most this many bytes.
+    pub volume_size: Option<u64>,
 }
 
 /// `--loaders DIR [--loaders-for LIST]`.
@@ -109,8 +161,21 @@ pub struct CreateReport {
     /// A delta's summary: what it leaves to the target and what it patches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<DeltaSummary>,
+    /// `--volume-size`: the volumes written instead of one file.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<CreatedVolume>,
     #[serde(skip)]
     pub index: BundleIndex,
+}
+
+/// One volume written.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedVolume {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// `shared`, or the platform whose layers it alone holds.
+    pub group: String,
 }
 
 /// What a delta left out and patched.
@@ -172,7 +237,9 @@ struct Planned {
 }
 
 pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateReport, Error> {
-    fsutil::check_absent(&req.output, req.force)?;
+    if req.volume_size.is_none() {
+        fsutil::check_absent(&req.output, req.force)?;
+    }
     let logical_names = req
         .sources
         .iter()
@@ -203,7 +270,7 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
     let loaders = loader_inputs(req, &plan)?;
     let bases = open_bases(req)?;
     let spill_dir = fsutil::parent_dir(&req.output);
-    let written = fsutil::write_atomically(&req.output, req.force, 0o644, |file| {
+    let fill = |file: &std::fs::File| -> Result<archpack_format::writer::Written, Error> {
         let planned: Vec<PlannedImage> = plan.iter().map(|p| p.image.clone()).collect();
         let mut writer = BundleWriter::new(
             file,
@@ -278,11 +345,19 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
         }
         progress.finish();
         Ok(writer.finish()?)
-    })
-    .map_err(|e| match e {
-        fsutil::AtomicError::Output(o) => Error::from(o),
-        fsutil::AtomicError::Content(e) => e,
-    })?;
+    };
+    let (written, volumes) = match req.volume_size {
+        None => {
+            let written = fsutil::write_atomically(&req.output, req.force, 0o644, fill).map_err(
+                |e| match e {
+                    fsutil::AtomicError::Output(o) => Error::from(o),
+                    fsutil::AtomicError::Content(e) => e,
+                },
+            )?;
+            (written, Vec::new())
+        }
+        Some(cap) => write_volumes(req, cap, fill, progress)?,
+    };
     let index = written.index;
     let platforms = index.platforms().iter().map(|p| p.to_string()).collect();
     Ok(CreateReport {
@@ -308,6 +383,7 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
             })
             .collect(),
         delta: DeltaSummary::of(&index),
+        volumes,
         index,
     })
 }

@@ -38,6 +38,7 @@ pub fn extract(req: &ExtractRequest, progress: &dyn Progress) -> Result<ExtractR
     super::refuse_delta(&reader, "extract")?;
     let (_, decision) = decide_platform(req.platform.as_ref(), None, &req.endpoint)?;
     let selected = select(&reader.index, &decision, &req.images)?;
+    super::require_volumes(&reader, &selected)?;
     let stats = archive::archive_file(
         req.format,
         &reader,

@@ -61,6 +61,31 @@ pub struct InspectReport {
     /// A delta (format 2.0): what it needs on the target and what it patches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<InspectedDelta>,
+    /// A bundle in volumes (format 2.1): each volume, and which a platform needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<InspectedVolumes>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedVolumes {
+    /// The size each volume was allowed.
+    pub cap: u64,
+    /// The single file `join` writes.
+    pub joined_bytes: u64,
+    pub files: Vec<InspectedVolume>,
+    /// Platform → the volumes a load (or extract) of it reads.
+    pub needed_by: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedVolume {
+    pub name: String,
+    pub bytes: u64,
+    pub group: String,
+    /// Found beside the one inspected: `present`, `missing`, or what is wrong.
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -167,6 +192,54 @@ pub fn inspect(path: &Path, trust: &TrustStore) -> Result<InspectReport, Error> 
             })
             .collect(),
         delta: inspect_delta(index),
+        volumes: inspect_volumes(&reader),
+    })
+}
+
+fn inspect_volumes(reader: &BundleReader) -> Option<InspectedVolumes> {
+    let table = reader.index.volumes.as_ref()?;
+    let slots = reader.volume_slots();
+    let needed_by = reader
+        .index
+        .platforms()
+        .into_iter()
+        .map(|platform| {
+            let blobs = reader.index.images.iter().flat_map(|image| {
+                image
+                    .platforms
+                    .iter()
+                    .filter(|p| p.platform == platform)
+                    .flat_map(|p| {
+                        archpack_format::BundleIndex::blobs_of(p)
+                            .chain(std::iter::once(&image.index))
+                    })
+            });
+            let names = reader
+                .volumes_holding(blobs)
+                .into_iter()
+                .filter_map(|v| table.files.get(v).map(|f| f.name.clone()))
+                .collect();
+            (platform.to_string(), names)
+        })
+        .collect();
+    Some(InspectedVolumes {
+        cap: table.cap,
+        joined_bytes: table.joined.size,
+        files: table
+            .files
+            .iter()
+            .enumerate()
+            .map(|(v, f)| InspectedVolume {
+                name: f.name.clone(),
+                bytes: f.size,
+                group: f.group.clone(),
+                state: slots
+                    .get(v)
+                    .map(|s| s.state.to_string())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        needed_by,
     })
 }
 

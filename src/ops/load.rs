@@ -90,6 +90,7 @@ pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Er
     let engine = Engine::connect(&req.endpoint)?;
     let (_, decision) = decide_platform(req.platform.as_ref(), Some(&engine), &req.endpoint)?;
     let selected = select(&reader.index, &decision, &req.images)?;
+    ops::require_volumes(&reader, &selected)?;
     // Every name is checked before a byte is sent: a bundle may carry one no engine takes.
     crate::deliver::archive::checked_tags(&selected)
         .map_err(crate::deliver::engine::LoadError::from)?;
@@ -194,10 +195,7 @@ pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Er
 
 /// The bundle as messages name it.
 fn bundle_label(input: &BundleInput) -> String {
-    match input {
-        BundleInput::File(p) => p.display().to_string(),
-        BundleInput::Stdin => "the bundle on standard input".into(),
-    }
+    input.label()
 }
 
 /// `--base` bundles: trusted as the bundle is; only for a delta.

@@ -8,6 +8,7 @@ pub mod create;
 pub mod extract;
 pub mod inspect;
 pub mod inventory;
+pub mod join;
 pub mod keygen;
 pub mod load;
 pub mod platform;
@@ -29,6 +30,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub enum BundleInput {
     File(PathBuf),
+    /// Volumes of one bundle kept apart: the first, then the others (the rest are
+    /// looked for beside the first).
+    Volumes(PathBuf, Vec<PathBuf>),
     /// A stream (`-`: standard input), read strictly forward.
     Stdin,
 }
@@ -42,6 +46,36 @@ impl BundleInput {
             BundleInput::File(path.to_path_buf())
         }
     }
+
+    /// The bundle argument and any further volumes given with it.
+    pub fn from_args(path: &Path, more: &[PathBuf]) -> BundleInput {
+        if more.is_empty() {
+            BundleInput::from_arg(path)
+        } else {
+            BundleInput::Volumes(path.to_path_buf(), more.to_vec())
+        }
+    }
+
+    /// The paths named, for messages.
+    pub fn label(&self) -> String {
+        match self {
+            BundleInput::File(p) | BundleInput::Volumes(p, _) => p.display().to_string(),
+            BundleInput::Stdin => "the bundle on standard input".into(),
+        }
+    }
+}
+
+/// Before anything is delivered: the volumes holding what `selected` needs (configs,
+/// manifests, layers, image indexes) are all here and whole; each one that is not is
+/// named. A single-file bundle always passes.
+pub fn require_volumes(
+    reader: &BundleReader,
+    selected: &[crate::platform::Selected],
+) -> Result<(), Error> {
+    let blobs = selected.iter().flat_map(|s| {
+        archpack_format::BundleIndex::blobs_of(s.entry).chain(std::iter::once(&s.image.index))
+    });
+    Ok(reader.require_blobs(blobs)?)
 }
 
 /// Which signers to trust.
@@ -91,6 +125,7 @@ pub fn open_bundle(
     let gate = TrustGate::new(&trust.store, trust.allow_unsigned);
     let reader = match input {
         BundleInput::File(path) => BundleReader::open_checked(path, &gate)?,
+        BundleInput::Volumes(path, more) => BundleReader::open_paths(path, more, &gate)?,
         BundleInput::Stdin => {
             let stdin: Box<dyn Read + Send> =
                 Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()));

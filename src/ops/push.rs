@@ -30,6 +30,7 @@ pub fn push(req: &PushRequest, progress: &dyn Progress) -> Result<PushSummary, E
     let (reader, signature) = open_bundle(&req.bundle, &req.trust)?;
     super::refuse_delta(&reader, "push")?;
     let selected = select_all(&reader.index, &req.images, req.platforms.as_deref())?;
+    super::require_volumes(&reader, &selected)?;
     let pushed = registry::push(&reader, &selected, &req.options, progress)?;
     Ok(PushSummary { signature, pushed })
 }

@@ -85,6 +85,26 @@ pub enum FormatError {
     Signing(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("a volume size of {cap} bytes cannot hold this bundle's index and a piece of a member: give --volume-size {least} or more")]
+    VolumeTooSmall { cap: u64, least: u64 },
+    #[error("{path}: a volume of a bundle whose volumes are named {first} … {last}; give it back its name (siblings are found by name)")]
+    VolumeRenamed {
+        path: PathBuf,
+        first: String,
+        last: String,
+    },
+    #[error("{path}: {detail}")]
+    CorruptVolume { path: PathBuf, detail: String },
+    #[error("{path}: not a volume of a bundle (it is one file already)")]
+    NotVolumes { path: PathBuf },
+    #[error("{path}: the volumes this needs are not all here:\n{problems}")]
+    VolumesUnavailable {
+        path: PathBuf,
+        /// One line per volume: `  app.archpack.004: missing`.
+        problems: String,
+        /// Some volume is there but damaged (not merely missing).
+        damaged: bool,
+    },
 }
 
 impl FormatError {
@@ -96,6 +116,8 @@ impl FormatError {
             | FormatError::CorruptLayer { .. }
             | FormatError::BadIndex { .. } => exit::INTEGRITY,
             FormatError::Refused { refusal, .. } => refusal.exit_code(),
+            FormatError::VolumesUnavailable { damaged: true, .. }
+            | FormatError::CorruptVolume { .. } => exit::INTEGRITY,
             FormatError::Io { .. }
             | FormatError::NotABundle { .. }
             | FormatError::UnsupportedFormat { .. }
@@ -107,7 +129,11 @@ impl FormatError {
             | FormatError::MissingConfig { .. }
             | FormatError::TooLarge { .. }
             | FormatError::Signing(_)
-            | FormatError::Internal(_) => exit::FAILURE,
+            | FormatError::Internal(_)
+            | FormatError::VolumeTooSmall { .. }
+            | FormatError::VolumeRenamed { .. }
+            | FormatError::NotVolumes { .. }
+            | FormatError::VolumesUnavailable { damaged: false, .. } => exit::FAILURE,
         }
     }
 }

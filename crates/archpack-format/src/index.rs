@@ -17,7 +17,7 @@ pub const FORMAT_MINOR: u32 = 1;
 /// in `requires`; the first such feature is `delta`.
 pub const FORMAT_MAJOR_FEATURES: u32 = 2;
 /// The features (`requires`) this archpack reads.
-pub const KNOWN_FEATURES: &[&str] = &[crate::delta::FEATURE_DELTA];
+pub const KNOWN_FEATURES: &[&str] = &[crate::delta::FEATURE_DELTA, crate::volumes::FEATURE_VOLUMES];
 /// Where the static archpack binaries a bundle carries live, and the installer.
 pub const LOADER_DIR: &str = "archpack-loaders";
 pub const INSTALLER_MEMBER: &str = "archpack-install";
@@ -54,6 +54,10 @@ pub struct BundleIndex {
     /// carries as patches (SPEC §12).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<crate::delta::Delta>,
+    /// 2.1, feature `volumes`: this is the index of one volume of a bundle cut into
+    /// several files; where each member's pieces are (SPEC §13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<crate::volumes::VolumeTable>,
 }
 
 /// A tar member outside `members` (loaders, the installer): where it is and its digest.
@@ -191,6 +195,7 @@ impl BundleIndex {
             loaders: None,
             requires: Vec::new(),
             delta: None,
+            volumes: None,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod platform;
 pub mod progress;
 pub mod reader;
 pub mod ustar;
+pub mod volumes;
 pub mod writer;
 
 pub use digest::Digest;

@@ -11,6 +11,7 @@ use crate::limits::{
 };
 use crate::progress::{Progress, Silent};
 use crate::ustar::{self, member_span, BLOCK};
+use crate::volumes::{Slot, VolumeSet, VolumeState};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -19,6 +20,7 @@ use std::sync::Mutex;
 
 pub struct BundleReader {
     backing: Backing,
+    whole_set: bool,
     pub path: PathBuf,
     pub index: BundleIndex,
     /// The index member's exact bytes: what the signature covers.
@@ -60,13 +62,48 @@ impl BundleReader {
     /// lets `gate` decide on those raw bytes, and only then parses the index and
     /// checks the layout it describes. Nothing else is read.
     pub fn open_checked(path: &Path, gate: &dyn IndexGate) -> Result<BundleReader, FormatError> {
+        Self::open_paths(path, &[], gate)
+    }
+
+    /// [`open_checked`](Self::open_checked) for a bundle in volumes (SPEC §13): `path` is
+    /// any volume and `extra` names volumes kept elsewhere; the others are found beside
+    /// `path`. A `path` that does not exist but whose `.001` does opens the whole set.
+    pub fn open_paths(
+        path: &Path,
+        extra: &[PathBuf],
+        gate: &dyn IndexGate,
+    ) -> Result<BundleReader, FormatError> {
+        let first_volume = PathBuf::from(format!("{}.001", path.display()));
+        let (path, whole_set) = if !path.exists() && first_volume.is_file() {
+            (first_volume.as_path(), true)
+        } else {
+            (path, false)
+        };
         let io_err = |error: io::Error| FormatError::Io {
             path: path.to_path_buf(),
             error,
         };
         let file = File::open(path).map_err(io_err)?;
         let file_len = file.metadata().map_err(io_err)?.len();
-        Self::open_backing(Backing::File(file), path, file_len, gate)
+        let mut reader = Self::open_backing(Backing::File(file), path, file_len, gate, extra)?;
+        reader.whole_set = whole_set || reader.volume_slots().len() == 1;
+        Ok(reader)
+    }
+
+    /// Opens a bundle in an open file (`label` names it in messages).
+    pub fn open_file(
+        file: File,
+        label: &Path,
+        gate: &dyn IndexGate,
+    ) -> Result<BundleReader, FormatError> {
+        let file_len = file
+            .metadata()
+            .map_err(|error| FormatError::Io {
+                path: label.to_path_buf(),
+                error,
+            })?
+            .len();
+        Self::open_backing(Backing::File(file), label, file_len, gate, &[])
     }
 
     /// Opens a bundle arriving on a stream (`load -`): members can then only be read
@@ -77,7 +114,7 @@ impl BundleReader {
         gate: &dyn IndexGate,
     ) -> Result<BundleReader, FormatError> {
         let backing = Backing::Stream(Mutex::new(StreamState { stream, pos: 0 }));
-        Self::open_backing(backing, label, u64::MAX, gate)
+        Self::open_backing(backing, label, u64::MAX, gate, &[])
     }
 
     fn open_backing(
@@ -85,8 +122,10 @@ impl BundleReader {
         path: &Path,
         file_len: u64,
         gate: &dyn IndexGate,
+        extra: &[PathBuf],
     ) -> Result<BundleReader, FormatError> {
         let mut reader = BundleReader {
+            whole_set: false,
             backing,
             path: path.to_path_buf(),
             index: BundleIndex::empty(),
@@ -203,8 +242,195 @@ impl BundleReader {
         }
         reader.index = serde_json::from_value(probe)
             .map_err(|e| reader.bad_member(INDEX_MEMBER, format!("invalid index: {e}")))?;
+        let region_end = if reader.index.volumes.is_some() {
+            reader.attach_volumes(region_end, extra)?
+        } else {
+            region_end
+        };
         reader.check_layout(region_end)?;
         Ok(reader)
+    }
+
+    /// A volume's index is in hand: find its siblings and read the single file they
+    /// were cut from through them. Returns where that file's members begin.
+    fn attach_volumes(&mut self, front_len: u64, extra: &[PathBuf]) -> Result<u64, FormatError> {
+        let marked = self
+            .index
+            .requires
+            .iter()
+            .any(|f| f == crate::volumes::FEATURE_VOLUMES);
+        if !marked || self.index.format_version().map(|v| v.0) != Some(FORMAT_MAJOR_FEATURES) {
+            return Err(FormatError::BadIndex {
+                path: self.path.clone(),
+                detail: "it has a volume table but is not marked as a volume (format 2.x, requires `volumes`)".into(),
+            });
+        }
+        let file = match std::mem::replace(&mut self.backing, Backing::Volumes(VolumeSet::empty())) {
+            Backing::File(f) => f,
+            Backing::Stream(_) => {
+                return Err(FormatError::NotABundle {
+                    path: self.path.clone(),
+                    detail: "a volume cannot be read from a stream: give the volume's path (its siblings are found beside it)".into(),
+                })
+            }
+            Backing::Volumes(_) => {
+                return Err(FormatError::Internal("volumes attached twice".into()))
+            }
+        };
+        let mut front = vec![0u8; front_len as usize];
+        file.read_exact_at(&mut front, 0)
+            .map_err(|error| FormatError::Io {
+                path: self.path.clone(),
+                error,
+            })?;
+        let set = VolumeSet::open(&self.index, (&self.path, file), extra, &front)?;
+        self.backing = Backing::Volumes(set);
+        let joined = self
+            .index
+            .volumes
+            .as_ref()
+            .map(|t| t.joined.clone())
+            .ok_or_else(|| FormatError::Internal("volume table gone".into()))?;
+        self.file_len = joined.size;
+        Ok(member_span(joined.index_size)
+            + joined.signature.map_or(0, |s| member_span(s.len() as u64)))
+    }
+
+    /// The volumes of a bundle read from volumes (empty for a single file).
+    pub fn volume_slots(&self) -> &[Slot] {
+        match &self.backing {
+            Backing::Volumes(set) => &set.slots,
+            _ => &[],
+        }
+    }
+
+    /// Whether the reader was asked for the whole set of volumes (the bundle's name
+    /// without a volume number), not for one volume of it.
+    pub fn opened_whole_set(&self) -> bool {
+        self.whole_set
+    }
+
+    /// The members holding `blobs` (a patched layer's patch; none for a layer a delta
+    /// leaves to its target).
+    fn members_of<'a>(&'a self, blobs: impl IntoIterator<Item = &'a Digest>) -> Vec<&'a Member> {
+        blobs
+            .into_iter()
+            .filter_map(|d| match self.index.layer(d) {
+                Some(LayerStorage::Whole { member, .. })
+                | Some(LayerStorage::Patched { member, .. }) => Some(member),
+                Some(LayerStorage::Required(_)) => None,
+                None => self.index.member_by_digest(d),
+            })
+            .collect()
+    }
+
+    /// The volumes (indexes into [`volume_slots`](Self::volume_slots)) holding `blobs`.
+    pub fn volumes_holding<'a>(
+        &'a self,
+        blobs: impl IntoIterator<Item = &'a Digest>,
+    ) -> Vec<usize> {
+        let Backing::Volumes(set) = &self.backing else {
+            return Vec::new();
+        };
+        let mut out: Vec<usize> = self
+            .members_of(blobs)
+            .into_iter()
+            .flat_map(|m| set.volumes_of(m.offset, m.size).collect::<Vec<_>>())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Before anything is delivered: every volume holding one of `blobs` must be here and
+    /// this bundle's. Names each one that is not. A single file always passes.
+    pub fn require_blobs<'a>(
+        &'a self,
+        blobs: impl IntoIterator<Item = &'a Digest>,
+    ) -> Result<(), FormatError> {
+        let needed = self.volumes_holding(blobs);
+        self.require_volumes(&needed)
+    }
+
+    /// Every volume of the set must be here (join, a whole-set verify, push).
+    pub fn require_every_volume(&self) -> Result<(), FormatError> {
+        let all: Vec<usize> = (0..self.volume_slots().len()).collect();
+        self.require_volumes(&all)
+    }
+
+    fn require_volumes(&self, needed: &[usize]) -> Result<(), FormatError> {
+        let slots = self.volume_slots();
+        let problems: Vec<&Slot> = needed
+            .iter()
+            .filter_map(|&v| slots.get(v))
+            .filter(|s| s.state != VolumeState::Present)
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(FormatError::VolumesUnavailable {
+            path: self.path.clone(),
+            damaged: problems
+                .iter()
+                .any(|s| matches!(s.state, VolumeState::Damaged(_))),
+            problems: problems
+                .iter()
+                .map(|s| format!("  {}: {}", s.path.display(), s.state))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })
+    }
+
+    /// Checks one volume alone: every tar header of it, every piece's digest, and every
+    /// member it holds whole as [`verify`](Self::verify) checks it.
+    pub fn verify_volume(
+        &self,
+        volume: usize,
+        progress: &dyn Progress,
+    ) -> Result<VerifyReport, FormatError> {
+        let Backing::Volumes(set) = &self.backing else {
+            return Err(FormatError::NotVolumes {
+                path: self.path.clone(),
+            });
+        };
+        self.require_volumes(&[volume])?;
+        let slot = &set.slots[volume];
+        let table = self.index.volumes.as_ref();
+        let pieces = table
+            .and_then(|t| t.files.get(volume))
+            .map_or(&[][..], |f| &f.pieces[..]);
+        let bytes: u64 = pieces.iter().map(|p| p.size).sum();
+        progress.start("verifying", Some(bytes));
+        let whole = |offset: u64, size: u64| {
+            self.index
+                .members
+                .iter()
+                .any(|m| m.offset == offset && m.size == size)
+        };
+        let wholes = set
+            .check_pieces_of(volume, &whole, progress)
+            .map_err(|detail| FormatError::CorruptVolume {
+                path: slot.path.clone(),
+                detail,
+            })?;
+        let mut buf = vec![0u8; 1 << 20];
+        for offset in &wholes {
+            if let Some(m) = self.index.members.iter().find(|m| m.offset == *offset) {
+                self.verify_member(m, &mut buf, progress)?;
+            }
+        }
+        progress.finish();
+        Ok(VerifyReport {
+            members: pieces.len(),
+            bytes,
+        })
+    }
+
+    /// Writes the single-file bundle a set of volumes was cut from into `out`, every
+    /// member checked as it is copied; returns its size.
+    pub fn join_into(&self, out: &File, progress: &dyn Progress) -> Result<u64, FormatError> {
+        self.require_every_volume()?;
+        crate::volumes::join(self, out, progress)
     }
 
     /// The index must describe a sane layout before any member is read by it.
@@ -613,6 +839,7 @@ impl BundleReader {
             bundle: self,
             pos: offset,
             end: offset + size,
+            piece: None,
         }
     }
 
@@ -694,6 +921,11 @@ impl BundleReader {
 
     /// The tar header before a member: checksum, regular file, the index's name and size.
     fn check_header(&self, name: &str, offset: u64, size: u64) -> Result<(), FormatError> {
+        if let Backing::Volumes(set) = &self.backing {
+            return set
+                .check_headers(offset, size)
+                .map_err(|detail| self.bad_member(name, detail));
+        }
         let header = self
             .header_at(offset - BLOCK)
             .map_err(|e| self.bad_member(name, format!("tar header: {e}")))?;
@@ -793,6 +1025,8 @@ pub struct MemberReader<'a> {
     bundle: &'a BundleReader,
     pos: u64,
     end: u64,
+    /// Volumes: the piece being read from its start (its offset, end, hash so far).
+    piece: Option<(u64, u64, sha2::Sha256)>,
 }
 
 impl Read for MemberReader<'_> {
@@ -808,17 +1042,51 @@ impl Read for MemberReader<'_> {
                 "bundle truncated inside a member",
             ));
         }
+        if let Backing::Volumes(set) = &self.bundle.backing {
+            self.check_piece(set, &buf[..n])?;
+        }
         self.pos += n as u64;
         self.bundle.bytes_read.add(n as u64);
         Ok(n)
     }
 }
 
-/// Where a bundle's bytes come from: a file (positional reads), or a stream read
-/// strictly forward.
+impl MemberReader<'_> {
+    /// Volumes: a piece read from its start is checked against its digest when its last
+    /// byte arrives, so a corrupt volume is named, not just the member.
+    fn check_piece(&mut self, set: &VolumeSet, bytes: &[u8]) -> io::Result<()> {
+        use sha2::Digest as _;
+        if self.piece.as_ref().is_none_or(|p| p.1 <= self.pos) {
+            self.piece = set
+                .piece_at(self.pos)
+                .filter(|(start, _)| *start == self.pos)
+                .map(|(start, size)| (start, start + size, sha2::Sha256::new()));
+        }
+        let Some((start, end, hasher)) = &mut self.piece else {
+            return Ok(());
+        };
+        hasher.update(bytes);
+        if self.pos + bytes.len() as u64 == *end {
+            let start = *start;
+            let digest = Digest::finish(std::mem::take(hasher));
+            self.piece = None;
+            if let Err((member, detail)) = set.check_piece(start, &digest) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    LayerFault::Corrupt { member, detail },
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a bundle's bytes come from: a file (positional reads), a stream read strictly
+/// forward, or the volumes it was cut into.
 enum Backing {
     File(File),
     Stream(Mutex<StreamState>),
+    Volumes(VolumeSet),
 }
 
 struct StreamState {
@@ -830,6 +1098,7 @@ impl Backing {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         match self {
             Backing::File(f) => f.read_at(buf, offset),
+            Backing::Volumes(set) => set.read_at(buf, offset),
             Backing::Stream(state) => {
                 let mut s = state
                     .lock()

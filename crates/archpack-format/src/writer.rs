@@ -832,6 +832,7 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
                 Vec::new()
             },
             delta,
+            volumes: None,
         };
         let mut index_bytes = render(&index);
         if index_bytes.len() as u64 >= self.index_len {
@@ -1154,11 +1155,11 @@ fn describe(p: &PlannedImage) -> String {
 }
 
 /// minisign-style trusted comment: what the signature vouches for besides the bytes.
-fn trusted_comment(name: &str, epoch: u64, created: &str) -> String {
+pub(crate) fn trusted_comment(name: &str, epoch: u64, created: &str) -> String {
     format!("timestamp:{epoch}\tfile:{name}\tcreated:{created}\tarchpack-bundle")
 }
 
-fn render(index: &BundleIndex) -> Vec<u8> {
+pub(crate) fn render(index: &BundleIndex) -> Vec<u8> {
     // Serialising plain structs of strings and numbers cannot fail.
     serde_json::to_vec_pretty(index).unwrap_or_default()
 }
@@ -1279,6 +1280,7 @@ fn placeholder_index(
             .map(|_| vec![crate::delta::FEATURE_DELTA.to_string()])
             .unwrap_or_default(),
         delta,
+        volumes: None,
     }
 }
 
