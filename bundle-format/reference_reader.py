@@ -4,6 +4,9 @@
     reference_reader.py BUNDLE            check structure and every member; print a summary
     reference_reader.py BUNDLE --platform linux/arm64/v8
                                           also list the blobs one platform needs, in file order
+    reference_reader.py VOLUME ...        a bundle in volumes (§13): finds the others beside
+                                          it, checks each, rebuilds the single file and
+                                          checks that
 
 Exit status 0 when the bundle is sound, 1 with one line naming the problem otherwise.
 """
@@ -21,7 +24,7 @@ MAX_BY_KIND = {"config": 16 << 20, "manifest": 4 << 20, "image-index": 4 << 20,
                "oci-layout": 4 << 10, "oci-index": 4 << 20}
 MAX_LOADER = 64 << 20
 # §8, §12: the features (2.x `requires`) this reader knows.
-KNOWN_FEATURES = {"delta"}
+KNOWN_FEATURES = {"delta", "volumes"}
 MAX_WINDOW_LOG = 27
 MAX_INSTALLER = 64 << 10
 
@@ -208,6 +211,121 @@ def read_bundle(path, platform=None):
     return summary
 
 
+def read_front(f):
+    """The index member (parsed and raw) and the index+signature region's bytes."""
+    f.seek(0)
+    name, size = parse_header(f.read(BLOCK))
+    if name != INDEX or size > MAX_INDEX:
+        raise Bad("first member is %r, not %s (or too large)" % (name, INDEX))
+    raw = f.read(size)
+    end = BLOCK + padded(size)
+    f.seek(end)
+    block = f.read(BLOCK)
+    if len(block) == BLOCK and block != b"\0" * BLOCK:
+        n, s = parse_header(block)
+        if n == SIGNATURE:
+            end += BLOCK + padded(s)
+    f.seek(0)
+    return json.loads(raw), f.read(end)
+
+
+def joined_index_bytes(index):
+    """§13: the single file's index is the volume index without `volumes`, with the
+    single file's format and requires, serialised as archpack does (2-space indent)."""
+    table = index["volumes"]
+    joined = table["joined"]
+    single = {}
+    for k, v in index.items():
+        if k == "volumes":
+            continue
+        if k == "format":
+            v = joined["format"]
+        if k == "requires":
+            if not joined.get("requires"):
+                continue
+            v = joined["requires"]
+        single[k] = v
+    text = json.dumps(single, indent=2, ensure_ascii=False).encode()
+    if len(text) >= joined["indexSize"]:
+        raise Bad("the joined index does not fit its recorded size")
+    text += b" " * (joined["indexSize"] - 1 - len(text)) + b"\n"
+    if "sha256:" + hashlib.sha256(text).hexdigest() != joined["indexDigest"]:
+        raise Bad("the joined index does not match its recorded digest")
+    return text
+
+
+def header(name, size, mtime):
+    h = bytearray(BLOCK)
+    h[0:len(name)] = name.encode()
+    h[100:108] = b"0000644\0"
+    h[108:116] = b"0000000\0"
+    h[116:124] = b"0000000\0"
+    h[124:136] = b"%011o\0" % size
+    h[136:148] = b"%011o\0" % mtime
+    h[156:157] = b"0"
+    h[257:265] = b"ustar\x0000"
+    h[148:156] = b" " * 8
+    h[148:156] = b"%07o\0" % sum(h)
+    return bytes(h)
+
+
+def join_volumes(path, out):
+    """Rebuilds the single file from a volume and its siblings into `out`; returns the
+    number of volumes."""
+    import os
+    with open(path, "rb") as f:
+        index, front = read_front(f)
+    if "volumes" not in index.get("requires", []) or "volumes" not in index:
+        raise Bad("not a volume")
+    table = index["volumes"]
+    joined = table["joined"]
+    members = {m["name"]: m for m in index["members"]}
+    for t in ((index.get("loaders") or {}).get("binaries", []) +
+              ([index["loaders"]["installer"]] if index.get("loaders") else [])):
+        members[t["name"]] = t
+    pieces = {name: [] for name in members}
+    for v in table["files"]:
+        vpath = os.path.join(os.path.dirname(path), v["name"])
+        if not os.path.exists(vpath):
+            raise Bad("%s: missing" % v["name"])
+        with open(vpath, "rb") as f:
+            if f.seek(0, 2) != v["size"]:
+                raise Bad("%s: not the size the index gives it" % v["name"])
+            if read_front(f)[1] != front:
+                raise Bad("%s: its index or signature differs" % v["name"])
+            for p in v["pieces"]:
+                f.seek(p["at"] - BLOCK)
+                if parse_header(f.read(BLOCK)) != (p["name"], p["size"]):
+                    raise Bad("%s: piece %s: tar header disagrees" % (v["name"], p["name"]))
+                data = f.read(p["size"])
+                if "sha256:" + hashlib.sha256(data).hexdigest() != p["digest"]:
+                    raise Bad("%s: piece %s is corrupt" % (v["name"], p["name"]))
+                pieces[p["member"]].append((p["offset"], data))
+    mtime = joined["mtime"]
+    out.write(header(INDEX, joined["indexSize"], mtime))
+    out.write(joined_index_bytes(index))
+    out.write(b"\0" * ((-joined["indexSize"]) % BLOCK))
+    if joined.get("signature"):
+        sig = joined["signature"].encode()
+        out.write(header(SIGNATURE, len(sig), mtime) + sig + b"\0" * ((-len(sig)) % BLOCK))
+    for name, m in sorted(members.items(), key=lambda kv: kv[1]["offset"]):
+        out.write(b"\0" * (m["offset"] - BLOCK - out.tell()))
+        out.write(header(name, m["size"], mtime))
+        at = 0
+        for offset, data in sorted(pieces[name], key=lambda p: p[0]):
+            if offset != at:
+                raise Bad("the pieces of %s do not tile it" % name)
+            out.write(data)
+            at += len(data)
+        if at != m["size"]:
+            raise Bad("the volumes do not hold all of %s" % name)
+        out.write(b"\0" * ((-m["size"]) % BLOCK))
+    out.write(b"\0" * (2 * BLOCK))
+    if out.tell() != joined["size"]:
+        raise Bad("the rebuilt file is not the size the index records")
+    return len(table["files"])
+
+
 def by_digest_kind(index, kind):
     return next(m for m in index["members"] if m["kind"] == kind)
 
@@ -222,7 +340,18 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        summary = read_bundle(argv[1], argv[3] if len(argv) == 4 else None)
+        with open(argv[1], "rb") as f:
+            volume_index = read_front(f)[0]
+        if "volumes" in volume_index:
+            import tempfile
+            with tempfile.NamedTemporaryFile() as single:
+                count = join_volumes(argv[1], single)
+                single.flush()
+                summary = read_bundle(single.name, argv[3] if len(argv) == 4 else None)
+                summary["volumes"] = count
+                summary["joinedSha256"] = hashlib.sha256(open(single.name, "rb").read()).hexdigest()
+        else:
+            summary = read_bundle(argv[1], argv[3] if len(argv) == 4 else None)
     except (Bad, ValueError, KeyError, OSError) as e:
         print("reference_reader: %s: %s" % (argv[1], e), file=sys.stderr)
         return 1

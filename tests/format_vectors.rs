@@ -374,3 +374,125 @@ fn the_delta_vector_is_byte_identical_and_both_readers_read_it() {
     // config, manifest and the patch: what arm64 needs from this file.
     assert_eq!(summary["platformBlobs"].as_array().unwrap().len(), 3);
 }
+
+/// The 2.1 vector: v1-two-arch's inputs and command, cut into volumes of 16 KiB.
+fn build_volume_vector(dir: &Path) -> Vec<PathBuf> {
+    let single = build_vector(dir);
+    std::fs::remove_file(&single).unwrap();
+    archpack()
+        .env("SOURCE_DATE_EPOCH", "0")
+        .args([
+            "create",
+            "-q",
+            "--bundle-name",
+            "vector-1",
+            "--volume-size",
+            "16KiB",
+        ])
+        .arg("-o")
+        .arg(&single)
+        .arg(format!(
+            "docker-archive:{}",
+            dir.join("app-amd64.tar").display()
+        ))
+        .arg(format!(
+            "docker-archive:{}",
+            dir.join("app-arm64.tar").display()
+        ))
+        .assert()
+        .success();
+    let mut volumes: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("vector.archpack."))
+        .collect();
+    volumes.sort();
+    volumes
+}
+
+#[test]
+fn the_volume_vector_is_byte_identical_and_joins_to_the_first_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    let volumes = build_volume_vector(dir.path());
+    assert!(volumes.len() >= 3, "{volumes:?}");
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-format/vectors/v2.1-volumes");
+    let sums: String = volumes
+        .iter()
+        .map(|v| {
+            format!(
+                "{}  {}\n",
+                sha256_hex(&std::fs::read(v).unwrap()),
+                v.file_name().unwrap().to_string_lossy()
+            )
+        })
+        .collect();
+    let index = Std::new("tar")
+        .arg("-xOf")
+        .arg(&volumes[0])
+        .arg("archpack-index.json")
+        .output()
+        .unwrap()
+        .stdout;
+    if std::env::var_os("ARCHPACK_UPDATE_VECTORS").is_some() {
+        std::fs::create_dir_all(&vectors).unwrap();
+        std::fs::write(vectors.join("volumes.sha256"), &sums).unwrap();
+        std::fs::write(vectors.join("archpack-index.json"), &index).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(vectors.join("volumes.sha256")).unwrap(),
+        sums
+    );
+    assert!(std::fs::read(vectors.join("archpack-index.json")).unwrap() == index);
+    // Joined, they are the 1.0 vector, byte for byte.
+    let v1 = std::fs::read_to_string(vector_dir().join("bundle.sha256")).unwrap();
+    let v1 = v1.split_whitespace().next().unwrap().to_string();
+    let joined = dir.path().join("joined.archpack");
+    archpack()
+        .args(["join", "-o"])
+        .arg(&joined)
+        .arg(&volumes[1])
+        .assert()
+        .success();
+    assert_eq!(sha256_hex(&std::fs::read(&joined).unwrap()), v1);
+
+    if skip(&[Need::Tool("python3")]) {
+        return;
+    }
+    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-format/reference_reader.py");
+    let out = Std::new("python3")
+        .arg(&reader)
+        .arg(&volumes[0])
+        .args(["--platform", "linux/arm64/v8"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["volumes"], volumes.len());
+    assert_eq!(summary["joinedSha256"], v1.as_str());
+    // A damaged piece: both readers name the volume.
+    let last = volumes.last().unwrap();
+    let mut bytes = std::fs::read(last).unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let files = table["volumes"]["files"].as_array().unwrap();
+    let at = files[files.len() - 1]["pieces"][0]["at"].as_u64().unwrap() as usize;
+    bytes[at] ^= 0x01;
+    std::fs::write(last, &bytes).unwrap();
+    let out = Std::new("python3")
+        .arg(&reader)
+        .arg(&volumes[0])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let name = last.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&name));
+    archpack()
+        .args(["verify", "--allow-unsigned"])
+        .arg(last)
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains(name.as_str()));
+}

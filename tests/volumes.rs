@@ -593,3 +593,48 @@ fn volumes_written_onto_a_real_fat32_filesystem() {
         .collect();
     assert_eq!(names.len(), vols.len(), "{names:?}");
 }
+
+#[test]
+fn an_inconsistent_volume_table_is_refused_before_a_piece_is_read() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
+    type Damage = fn(&mut Value);
+    let damages: [(&str, Damage); 4] = [
+        ("do not tile", |t| {
+            let p = &mut t["volumes"]["files"][0]["pieces"][0];
+            p["offset"] = (p["offset"].as_u64().unwrap() + 512).into();
+        }),
+        ("misplaced", |t| {
+            t["volumes"]["files"][1]["pieces"][0]["at"] = 3.into();
+        }),
+        ("not a unique file name", |t| {
+            t["volumes"]["files"][1]["name"] = "../etc/passwd".into();
+        }),
+        ("not marked as a volume", |t| {
+            t["requires"] = serde_json::json!([]);
+        }),
+    ];
+    for (says, damage) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        create(dir.path(), &["--volume-size", "200KiB"]);
+        // Every volume carries the same index: damage them all alike.
+        for v in volumes_in(dir.path()) {
+            rewrite_index(&v, damage);
+        }
+        let first = dir.path().join("app.archpack.001");
+        archpack()
+            .args(["verify", "--allow-unsigned"])
+            .arg(&first)
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains(says));
+        archpack()
+            .args(["join", "-o"])
+            .arg(dir.path().join("joined"))
+            .arg(&first)
+            .assert()
+            .code(3);
+        assert!(!dir.path().join("joined").exists());
+    }
+}

@@ -129,8 +129,9 @@ pub fn create(report: &CreateReport) -> String {
     ));
     if !report.volumes.is_empty() {
         out.push_str(&format!(
-            "as {} volumes (no file named {} was written):\n",
+            "as {} volume{} (no file named {} was written):\n",
             report.volumes.len(),
+            if report.volumes.len() == 1 { "" } else { "s" },
             report.path.display()
         ));
         for v in &report.volumes {

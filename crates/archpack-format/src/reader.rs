@@ -73,11 +73,14 @@ impl BundleReader {
         extra: &[PathBuf],
         gate: &dyn IndexGate,
     ) -> Result<BundleReader, FormatError> {
-        let first_volume = PathBuf::from(format!("{}.001", path.display()));
-        let (path, whole_set) = if !path.exists() && first_volume.is_file() {
-            (first_volume.as_path(), true)
-        } else {
-            (path, false)
+        // NAME.001, or NAME.0001 for a set of more than 999.
+        let first_volume = ["001", "0001"]
+            .iter()
+            .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
+            .find(|p| !path.exists() && p.is_file());
+        let (path, whole_set) = match &first_volume {
+            Some(first) => (first.as_path(), true),
+            None => (path, false),
         };
         let io_err = |error: io::Error| FormatError::Io {
             path: path.to_path_buf(),
@@ -242,18 +245,17 @@ impl BundleReader {
         }
         reader.index = serde_json::from_value(probe)
             .map_err(|e| reader.bad_member(INDEX_MEMBER, format!("invalid index: {e}")))?;
-        let region_end = if reader.index.volumes.is_some() {
-            reader.attach_volumes(region_end, extra)?
+        if reader.index.volumes.is_some() {
+            reader.attach_volumes(region_end, extra)?;
         } else {
-            region_end
-        };
-        reader.check_layout(region_end)?;
+            reader.check_layout(region_end)?;
+        }
         Ok(reader)
     }
 
-    /// A volume's index is in hand: find its siblings and read the single file they
-    /// were cut from through them. Returns where that file's members begin.
-    fn attach_volumes(&mut self, front_len: u64, extra: &[PathBuf]) -> Result<u64, FormatError> {
+    /// A volume's index is in hand: check the single file it describes, then find the
+    /// volume's siblings and read that file through them.
+    fn attach_volumes(&mut self, front_len: u64, extra: &[PathBuf]) -> Result<(), FormatError> {
         let marked = self
             .index
             .requires
@@ -283,17 +285,32 @@ impl BundleReader {
                 path: self.path.clone(),
                 error,
             })?;
-        let set = VolumeSet::open(&self.index, (&self.path, file), extra, &front)?;
-        self.backing = Backing::Volumes(set);
         let joined = self
             .index
             .volumes
             .as_ref()
             .map(|t| t.joined.clone())
             .ok_or_else(|| FormatError::Internal("volume table gone".into()))?;
+        let signature_len = joined.signature.as_ref().map_or(0, |s| s.len() as u64);
+        if joined.index_size > MAX_INDEX_BYTES || signature_len > MAX_SIGNATURE_BYTES {
+            return Err(FormatError::BadIndex {
+                path: self.path.clone(),
+                detail: "the joined bundle's index or signature is over its limit".into(),
+            });
+        }
+        // The single file's layout is checked first: the volume table is read against it.
         self.file_len = joined.size;
-        Ok(member_span(joined.index_size)
-            + joined.signature.map_or(0, |s| member_span(s.len() as u64)))
+        self.check_layout(
+            member_span(joined.index_size)
+                + if signature_len > 0 {
+                    member_span(signature_len)
+                } else {
+                    0
+                },
+        )?;
+        let set = VolumeSet::open(&self.index, (&self.path, file), extra, &front)?;
+        self.backing = Backing::Volumes(set);
+        Ok(())
     }
 
     /// The volumes of a bundle read from volumes (empty for a single file).

@@ -9,7 +9,7 @@
 use crate::digest::Digest;
 use crate::error::FormatError;
 use crate::index::*;
-use crate::limits::{MAX_INDEX_BYTES, MAX_SIGNATURE_BYTES};
+use crate::limits::MAX_INDEX_BYTES;
 use crate::progress::Progress;
 use crate::ustar::{self, member_span, padding, BLOCK};
 use crate::writer::IndexSigner;
@@ -562,17 +562,6 @@ impl VolumeSet {
             .into_iter()
             .map(|m| (m.name.clone(), m))
             .collect();
-        let joined = &table.joined;
-        if joined.index_size > MAX_INDEX_BYTES
-            || joined
-                .signature
-                .as_ref()
-                .is_some_and(|s| s.len() as u64 > MAX_SIGNATURE_BYTES)
-        {
-            return Err(bad(
-                "the joined bundle's index or signature is over its limit".into(),
-            ));
-        }
         if table.files.is_empty() {
             return Err(bad("the volume table lists no volumes".into()));
         }
@@ -607,7 +596,7 @@ impl VolumeSet {
                         f.name, p.name
                     )));
                 }
-                next = p.at + p.size + padding(p.size);
+                next = p.at.saturating_add(p.size).saturating_add(padding(p.size));
                 covered
                     .entry(p.member.clone())
                     .or_default()
@@ -622,7 +611,7 @@ impl VolumeSet {
                     member: p.member.clone(),
                 });
             }
-            if next + END != f.size {
+            if next.saturating_add(END) != f.size {
                 return Err(bad(format!(
                     "{}: its pieces do not end where the volume does",
                     f.name
