@@ -714,3 +714,41 @@ fn a_registry_gone_mid_upload_fails_the_push_promptly() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&registry.addr), "{stderr}");
 }
+
+#[test]
+fn a_push_from_volumes_needs_every_one_and_pushes_what_the_single_file_does() {
+    if skip(&[
+        Need::Fixtures,
+        Need::Tool("docker-registry"),
+        Need::Tool("skopeo"),
+    ]) {
+        return;
+    }
+    let registry = Registry::start(None);
+    let single_dir = tempfile::tempdir().unwrap();
+    let single = fixture_bundle(single_dir.path(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // The set, by its name (app.archpack itself is not written).
+    let set = fixture_bundle(dir.path(), &["--volume-size", "300KiB"]);
+    assert!(!set.exists());
+    let kept_apart = tempfile::tempdir().unwrap();
+    let moved = kept_apart.path().join("app.archpack.002");
+    std::fs::rename(dir.path().join("app.archpack.002"), &moved).unwrap();
+    push(&set, &format!("{}/volumes", registry.addr), &[])
+        .code(1)
+        .stderr(predicate::str::contains("app.archpack.002: missing"));
+    assert!(registry.raw("volumes/svc:v1.0", None).is_none());
+    push(
+        &set,
+        &format!("{}/volumes", registry.addr),
+        &["--volume", moved.to_str().unwrap()],
+    )
+    .success();
+    push(&single, &format!("{}/single", registry.addr), &[]).success();
+    for image in ["svc:v1.0", "other:v2"] {
+        let from_volumes = registry.raw(&format!("volumes/{image}"), None).unwrap();
+        let from_single = registry.raw(&format!("single/{image}"), None).unwrap();
+        assert_eq!(from_volumes, from_single);
+        assert_eq!(from_volumes["manifests"].as_array().unwrap().len(), 2);
+    }
+}

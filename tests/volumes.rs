@@ -477,8 +477,22 @@ fn bad_volume_sizes_and_renamed_volumes_are_refused_with_the_fix() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("give it back its name"));
-    // An existing volume is not replaced without --force.
+    // An existing volume is not replaced without --force; with it, a set of fewer
+    // volumes leaves none of the old ones behind.
     std::fs::rename(&renamed, &vols[0]).unwrap();
+    archpack()
+        .args(["create", "-q", "--force", "-o"])
+        .arg(dir.path().join("app.archpack"))
+        .args(["--volume-size", "1MiB"])
+        .args(sources())
+        .assert()
+        .success();
+    let fewer = volumes_in(dir.path());
+    assert!(fewer.len() < vols.len());
+    assert_eq!(
+        fewer.len(),
+        table(&fewer[0])["files"].as_array().unwrap().len()
+    );
     archpack()
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .args(["create", "-q", "-o"])
@@ -637,4 +651,49 @@ fn an_inconsistent_volume_table_is_refused_before_a_piece_is_read() {
             .code(3);
         assert!(!dir.path().join("joined").exists());
     }
+}
+
+#[test]
+fn compose_reads_one_volume_and_a_volume_on_standard_input_is_refused() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
+    let template = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(template.path(), "services:\n  svc:\n    image: svc:v1.0\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    create(
+        dir.path(),
+        &[
+            "--volume-size",
+            "200KiB",
+            "--compose",
+            template.path().to_str().unwrap(),
+        ],
+    );
+    let vols = volumes_in(dir.path());
+    // The index alone answers compose: any one volume, with no siblings.
+    let alone = tempfile::tempdir().unwrap();
+    let last = alone.path().join(name_of(&vols[vols.len() - 1]));
+    std::fs::copy(&vols[vols.len() - 1], &last).unwrap();
+    archpack()
+        .args(["compose", "--allow-unsigned", "--platform", "linux/arm64"])
+        .arg(&last)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("platform: linux/arm64/v8"))
+        .stdout(predicate::str::contains("pull_policy: never"));
+    archpack()
+        .args([
+            "load",
+            "--allow-unsigned",
+            "--dry-run",
+            "--platform",
+            "linux/arm64",
+            "-",
+        ])
+        .pipe_stdin(&vols[0])
+        .unwrap()
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot be read from a stream"));
 }

@@ -60,6 +60,13 @@ fn write_volumes(
         fsutil::AtomicError::Output(o) => Error::from(o),
         fsutil::AtomicError::Content(e) => Error::from(e),
     })?;
+    if req.force {
+        // A replaced set that had more volumes leaves none of them behind.
+        let mut n = table.files.len() + 1;
+        while std::fs::remove_file(dir.join(format!("{base}.{n:03}"))).is_ok() {
+            n += 1;
+        }
+    }
     let volumes = table
         .files
         .iter()
