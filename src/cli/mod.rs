@@ -46,8 +46,9 @@ enum Command {
         #[command(flatten)]
         trust: TrustArgs,
     },
-    /// Check the signature, then every member of a bundle against its index. A volume
-    /// named alone is checked alone; NAME (without .001) checks every volume.
+    /// Check the signature, then every member of a bundle against its index.
+    ///
+    /// A volume named alone is checked alone; NAME (without .001) checks every volume.
     Verify {
         bundle: PathBuf,
         /// Further volumes of the bundle kept elsewhere (the rest are found beside it).
@@ -82,8 +83,10 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Put a bundle's volumes back into the one file `create` writes without
-    /// --volume-size (each member checked on the way; the output appears whole or not).
+    /// Put a bundle's volumes back into one file.
+    ///
+    /// The file `create` writes without --volume-size, byte for byte; each member is
+    /// checked on the way, and the output appears whole or not at all.
     Join {
         /// A volume of the bundle (NAME.001, …).
         volume: PathBuf,
