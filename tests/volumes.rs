@@ -697,3 +697,65 @@ fn compose_reads_one_volume_and_a_volume_on_standard_input_is_refused() {
         .code(1)
         .stderr(predicate::str::contains("cannot be read from a stream"));
 }
+
+#[test]
+fn a_loader_lies_whole_in_one_volume_and_busybox_tar_takes_it_out() {
+    if skip(&[Need::Fixtures, Need::Tool("busybox")]) {
+        return;
+    }
+    let Some(targets) = std::env::var_os("ARCHPACK_TARGETS").map(PathBuf::from) else {
+        assert!(
+            std::env::var_os("ARCHPACK_TEST_STRICT").is_none(),
+            "this test needs the static binaries (ARCHPACK_TARGETS, scripts/build-targets.sh)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Volumes larger than the gzipped loader, smaller than the bundle with it.
+    let loader_gz = 5 * 1024 * 1024;
+    create(
+        dir.path(),
+        &[
+            "--volume-size",
+            &loader_gz.to_string(),
+            "--loaders",
+            targets.to_str().unwrap(),
+            "--loaders-for",
+            "linux/arm64",
+        ],
+    );
+    let vols = volumes_in(dir.path());
+    let t = table(&vols[0]);
+    let member = "archpack-loaders/archpack-linux-arm64.gz";
+    let holding: Vec<&Value> = t["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            f["pieces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["member"] == member)
+        })
+        .collect();
+    assert_eq!(holding.len(), 1, "the loader is cut: {holding:?}");
+    assert_eq!(holding[0]["group"], "shared");
+    let volume = dir.path().join(holding[0]["name"].as_str().unwrap());
+    let out = std::process::Command::new("busybox")
+        .args(["tar", "-xOf"])
+        .arg(&volume)
+        .arg(member)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let binary = {
+        use std::io::Read;
+        let mut b = Vec::new();
+        flate2::read::GzDecoder::new(&out.stdout[..])
+            .read_to_end(&mut b)
+            .unwrap();
+        b
+    };
+    assert!(binary == std::fs::read(targets.join("archpack-linux-arm64")).unwrap());
+}

@@ -162,11 +162,21 @@ pub fn create(report: &CreateReport) -> String {
             .iter()
             .map(|l| format!("{} {}", l.platform, human_bytes(l.bytes)))
             .collect();
+        let name = report
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // The installer reads the single file; from volumes a loader is taken out whole.
+        let how = if report.volumes.is_empty() {
+            format!("install with: tar -xf {name} archpack-install && sh archpack-install")
+        } else {
+            format!("in volumes, take one out of the volume holding it: tar -xf {name}.NNN archpack-loaders/archpack-linux-TARGET.gz && gunzip it (or join, then use archpack-install)")
+        };
         out.push_str(&format!(
-            "loaders: {} (of the bundle's {}); install with: tar -xf {} archpack-install && sh archpack-install\n",
+            "loaders: {} (of the bundle's {}); {how}\n",
             each.join(", "),
             human_bytes(report.bundle_bytes),
-            report.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
         ));
     }
     out

@@ -99,6 +99,9 @@ struct Stored {
     size: u64,
     digest: Digest,
     group: String,
+    /// Loaders and the installer: cut only when no volume can hold them whole, so a
+    /// host with nothing but busybox can `tar -xf` one out of its volume.
+    keep_whole: bool,
 }
 
 /// Every member of the single file after its index and signature, in file order.
@@ -112,6 +115,7 @@ fn stored_members(index: &BundleIndex) -> Vec<Stored> {
             size: m.size,
             digest: m.digest.clone(),
             group: group_of(index, m),
+            keep_whole: false,
         })
         .collect();
     if let Some(l) = &index.loaders {
@@ -126,6 +130,7 @@ fn stored_members(index: &BundleIndex) -> Vec<Stored> {
             size: t.size,
             digest: t.digest.clone(),
             group: SHARED_GROUP.to_string(),
+            keep_whole: true,
         }));
     }
     out.sort_by_key(|s| s.offset);
@@ -204,6 +209,15 @@ fn lay_out(
                 let left = cap - used - END;
                 let take = if member_span(rest) <= left {
                     rest
+                } else if m.keep_whole
+                    && done == 0
+                    && !pieces.is_empty()
+                    && member_span(rest) <= cap - front - END
+                {
+                    // It fits a volume of its own: start one.
+                    close(&mut pieces, used, &mut files);
+                    used = front;
+                    continue;
                 } else {
                     // Whole blocks only: a piece but the last needs no padding.
                     let room = left.saturating_sub(BLOCK) / BLOCK * BLOCK;
@@ -979,6 +993,7 @@ mod tests {
             size,
             digest: Digest::of(name.as_bytes()),
             group: group.into(),
+            keep_whole: false,
         }
     }
 
