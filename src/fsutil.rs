@@ -129,28 +129,9 @@ pub fn write_atomically<T, E>(
         })
     };
     let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !dir.is_dir() {
-        return Err(io_err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("the directory {} does not exist", dir.display()),
-        )));
-    }
-    remove_stale_partials(&dir, &name);
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".partial")
-        .tempfile_in(&dir)
-        .map_err(io_err)?;
-    // Held until the file is renamed or removed: marks it as not stale.
-    tmp.as_file().lock().map_err(io_err)?;
-    register_partial(tmp.path());
+    let tmp = new_partial(path, mode).map_err(io_err)?;
     let partial = tmp.path().to_path_buf();
     let filled = (|| {
-        set_mode(tmp.as_file(), mode).map_err(io_err)?;
         let value = fill(tmp.as_file()).map_err(AtomicError::Content)?;
         tmp.as_file().sync_all().map_err(io_err)?;
         Ok(value)
@@ -208,26 +189,8 @@ pub fn write_set_atomically<T, E>(
         }
     };
     for path in paths {
-        let dir = parent_dir(path);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        remove_stale_partials(&dir, &name);
-        let made = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            .tempfile_in(&dir)
-            .and_then(|t| {
-                t.as_file().lock()?;
-                set_mode(t.as_file(), mode)?;
-                Ok(t)
-            });
-        match made {
-            Ok(t) => {
-                register_partial(t.path());
-                temps.push(t);
-            }
+        match new_partial(path, mode) {
+            Ok(t) => temps.push(t),
             Err(e) => {
                 forget_all(&temps);
                 return Err(io_err(path, e));
@@ -266,6 +229,32 @@ pub fn write_set_atomically<T, E>(
         }
     }
     Ok(value)
+}
+
+/// The temporary file `path` is written in (`.NAME.XXXXXX.partial` beside it), locked,
+/// with its mode, and registered for [`remove_partials`]; stale ones are removed first.
+fn new_partial(path: &Path, mode: u32) -> io::Result<tempfile::NamedTempFile> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !dir.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("the directory {} does not exist", dir.display()),
+        ));
+    }
+    remove_stale_partials(&dir, &name);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempfile_in(&dir)?;
+    // Held until the file is renamed or removed: marks it as not stale.
+    tmp.as_file().lock()?;
+    set_mode(tmp.as_file(), mode)?;
+    register_partial(tmp.path());
+    Ok(tmp)
 }
 
 /// Renames a filled temporary file into place; without `force`, never over an existing

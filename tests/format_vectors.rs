@@ -15,6 +15,11 @@ fn vector_dir() -> PathBuf {
 
 /// The recipe in bundle-format/vectors/README.md, as code.
 fn build_vector(dir: &Path) -> PathBuf {
+    build_vector_with(dir, &[])
+}
+
+/// v1-two-arch's inputs and command, with `extra` options for `create`.
+fn build_vector_with(dir: &Path, extra: &[&str]) -> PathBuf {
     let shared = layer_tar(&[("app/hello.txt", b"hello from archpack\n")]);
     for (arch, binary) in [
         ("amd64", &b"\x7fELF amd64 payload"[..]),
@@ -33,7 +38,9 @@ fn build_vector(dir: &Path) -> PathBuf {
     let bundle = dir.join("vector.archpack");
     archpack()
         .env("SOURCE_DATE_EPOCH", "0")
-        .args(["create", "-q", "--bundle-name", "vector-1", "-o"])
+        .args(["create", "-q", "--bundle-name", "vector-1"])
+        .args(extra)
+        .arg("-o")
         .arg(&bundle)
         .arg(format!(
             "docker-archive:{}",
@@ -377,30 +384,7 @@ fn the_delta_vector_is_byte_identical_and_both_readers_read_it() {
 
 /// The 2.1 vector: v1-two-arch's inputs and command, cut into volumes of 16 KiB.
 fn build_volume_vector(dir: &Path) -> Vec<PathBuf> {
-    let single = build_vector(dir);
-    std::fs::remove_file(&single).unwrap();
-    archpack()
-        .env("SOURCE_DATE_EPOCH", "0")
-        .args([
-            "create",
-            "-q",
-            "--bundle-name",
-            "vector-1",
-            "--volume-size",
-            "16KiB",
-        ])
-        .arg("-o")
-        .arg(&single)
-        .arg(format!(
-            "docker-archive:{}",
-            dir.join("app-amd64.tar").display()
-        ))
-        .arg(format!(
-            "docker-archive:{}",
-            dir.join("app-arm64.tar").display()
-        ))
-        .assert()
-        .success();
+    build_vector_with(dir, &["--volume-size", "16KiB"]);
     let mut volumes: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -204,16 +204,13 @@ fn inspect_volumes(reader: &BundleReader) -> Option<InspectedVolumes> {
         .platforms()
         .into_iter()
         .map(|platform| {
-            let blobs = reader.index.images.iter().flat_map(|image| {
+            let blobs = super::blobs_read(reader.index.images.iter().flat_map(|image| {
                 image
                     .platforms
                     .iter()
                     .filter(|p| p.platform == platform)
-                    .flat_map(|p| {
-                        archpack_format::BundleIndex::blobs_of(p)
-                            .chain(std::iter::once(&image.index))
-                    })
-            });
+                    .map(move |p| (image, p))
+            }));
             let names = reader
                 .volumes_holding(blobs)
                 .into_iter()

@@ -42,7 +42,7 @@ pub fn join(req: &JoinRequest, progress: &dyn Progress) -> Result<JoinReport, Er
         }
         .into());
     }
-    reader.require_every_volume()?;
+    // join_into checks that every volume is here before it writes a byte.
     let bytes = fsutil::write_atomically(&req.output, req.force, 0o644, |file| {
         reader.join_into(file, progress)
     })

@@ -72,10 +72,22 @@ pub fn require_volumes(
     reader: &BundleReader,
     selected: &[crate::platform::Selected],
 ) -> Result<(), Error> {
-    let blobs = selected.iter().flat_map(|s| {
-        archpack_format::BundleIndex::blobs_of(s.entry).chain(std::iter::once(&s.image.index))
-    });
-    Ok(reader.require_blobs(blobs)?)
+    Ok(reader.require_blobs(blobs_read(selected.iter().map(|s| (s.image, s.entry))))?)
+}
+
+/// The blobs delivering these images reads: each platform's config, manifest and
+/// layers, and the image's index.
+pub fn blobs_read<'a>(
+    images: impl IntoIterator<
+        Item = (
+            &'a archpack_format::ImageEntry,
+            &'a archpack_format::PlatformEntry,
+        ),
+    >,
+) -> impl Iterator<Item = &'a archpack_format::Digest> {
+    images.into_iter().flat_map(|(image, entry)| {
+        archpack_format::BundleIndex::blobs_of(entry).chain(std::iter::once(&image.index))
+    })
 }
 
 /// Which signers to trust.

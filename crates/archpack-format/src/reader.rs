@@ -411,29 +411,52 @@ impl BundleReader {
             });
         };
         self.require_volumes(&[volume])?;
-        let slot = &set.slots[volume];
         let table = self.index.volumes.as_ref();
         let pieces = table
             .and_then(|t| t.files.get(volume))
             .map_or(&[][..], |f| &f.pieces[..]);
         let bytes: u64 = pieces.iter().map(|p| p.size).sum();
         progress.start("verifying", Some(bytes));
-        let whole = |offset: u64, size: u64| {
-            self.index
+        let mut buf = vec![0u8; 1 << 20];
+        for (offset, size) in set.extents_of(volume) {
+            if let Some(m) = self
+                .index
                 .members
                 .iter()
-                .any(|m| m.offset == offset && m.size == size)
-        };
-        let wholes = set
-            .check_pieces_of(volume, &whole, progress)
-            .map_err(|detail| FormatError::CorruptVolume {
-                path: slot.path.clone(),
-                detail,
-            })?;
-        let mut buf = vec![0u8; 1 << 20];
-        for offset in &wholes {
-            if let Some(m) = self.index.members.iter().find(|m| m.offset == *offset) {
+                .find(|m| m.offset == offset && m.size == size)
+            {
                 self.verify_member(m, &mut buf, progress)?;
+                continue;
+            }
+            // A piece of a member cut across volumes, or a loader: its header, then its
+            // digest, checked by the member reader when its last byte arrives.
+            set.check_headers(offset, size)
+                .map_err(|detail| FormatError::CorruptVolume {
+                    path: set.slots[volume].path.clone(),
+                    detail,
+                })?;
+            let mut piece = self.range_reader(offset, size);
+            loop {
+                match piece.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => progress.advance(n as u64),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => {
+                        return Err(match LayerFault::in_io(&error) {
+                            Some(LayerFault::Corrupt { member, detail }) => {
+                                FormatError::CorruptLayer {
+                                    path: self.path.clone(),
+                                    member: member.clone(),
+                                    detail: detail.clone(),
+                                }
+                            }
+                            _ => FormatError::Io {
+                                path: self.path.clone(),
+                                error,
+                            },
+                        })
+                    }
+                }
             }
         }
         progress.finish();

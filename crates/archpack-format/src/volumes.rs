@@ -15,7 +15,7 @@ use crate::ustar::{self, member_span, padding, BLOCK};
 use crate::writer::IndexSigner;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -276,13 +276,7 @@ pub fn joined_index_bytes(volume_index: &BundleIndex) -> Option<Vec<u8>> {
     index.volumes = None;
     index.format = table.joined.format.clone();
     index.requires = table.joined.requires.clone();
-    let mut bytes = crate::writer::render(&index);
-    if bytes.len() as u64 >= table.joined.index_size {
-        return None;
-    }
-    bytes.resize(table.joined.index_size as usize - 1, b' ');
-    bytes.push(b'\n');
-    Some(bytes)
+    crate::writer::padded_index(crate::writer::render(&index), table.joined.index_size)
 }
 
 /// The plan for cutting a single-file bundle into volumes, known before any is written.
@@ -334,6 +328,19 @@ impl VolumeCut {
         };
         let trusted_comment = crate::writer::trusted_comment(&index.name, mtime, &index.created);
         let members = stored_members(&index);
+        // A signature's length depends on its trusted comment only (as the writer's).
+        let signature_len = match signer {
+            Some(s) => s
+                .sign(&reader.index_bytes, &trusted_comment)
+                .map_err(|e| FormatError::Signing(e.to_string()))?
+                .len() as u64,
+            None => 0,
+        };
+        let sig_span = if signature_len > 0 {
+            member_span(signature_len)
+        } else {
+            0
+        };
         let mut front = BLOCK;
         for _ in 0..32 {
             let files = lay_out(&members, base, cap, front)?;
@@ -351,18 +358,6 @@ impl VolumeCut {
                     limit: MAX_INDEX_BYTES,
                 });
             }
-            let signature_len = match signer {
-                Some(s) => s
-                    .sign(&rendered, &trusted_comment)
-                    .map_err(|e| FormatError::Signing(e.to_string()))?
-                    .len() as u64,
-                None => 0,
-            };
-            let sig_span = if signature_len > 0 {
-                member_span(signature_len)
-            } else {
-                0
-            };
             let needed = member_span(index_len) + sig_span;
             if needed <= front {
                 // The index fills what was planned for it (padded, SPEC §3.2).
@@ -449,15 +444,13 @@ impl VolumeCut {
             w.flush().map_err(werr)?;
         }
         let index = volume_index(&self.single, self.table.clone());
-        let mut bytes = crate::writer::render(&index);
-        if bytes.len() as u64 >= self.index_len {
-            return Err(FormatError::Internal(format!(
-                "the volume index grew past its reserved {} bytes",
-                self.index_len
-            )));
-        }
-        bytes.resize(self.index_len as usize - 1, b' ');
-        bytes.push(b'\n');
+        let bytes = crate::writer::padded_index(crate::writer::render(&index), self.index_len)
+            .ok_or_else(|| {
+                FormatError::Internal(format!(
+                    "the volume index grew past its reserved {} bytes",
+                    self.index_len
+                ))
+            })?;
         let mut front_bytes = Vec::with_capacity(front as usize);
         let werr = |error| FormatError::Write {
             path: label.to_path_buf(),
@@ -806,37 +799,16 @@ impl VolumeSet {
         }
     }
 
-    /// Checks every piece of volume `v` that `whole` does not cover (pieces of a member
-    /// cut across volumes, loaders), returning the members it holds whole.
-    pub(crate) fn check_pieces_of(
-        &self,
-        v: usize,
-        whole: &dyn Fn(u64, u64) -> bool,
-        progress: &dyn Progress,
-    ) -> Result<Vec<u64>, String> {
-        let file = self.slot_file(v).map_err(|e| e.to_string())?;
-        let mut wholes = Vec::new();
-        let mut buf = vec![0u8; 1 << 20];
-        for e in self.extents.iter().filter(|e| e.volume == v) {
-            if whole(e.logical, e.size) {
-                wholes.push(e.logical);
-                continue;
-            }
-            self.check_headers(e.logical, e.size)?;
-            let mut hasher = sha2::Sha256::new();
-            let mut done = 0;
-            while done < e.size {
-                let n = (e.size - done).min(buf.len() as u64) as usize;
-                file.read_exact_at(&mut buf[..n], e.at + done)
-                    .map_err(|err| format!("{}: {err}", self.slots[v].path.display()))?;
-                hasher.update(&buf[..n]);
-                done += n as u64;
-                progress.advance(n as u64);
-            }
-            self.check_piece(e.logical, &Digest::finish(hasher))
-                .map_err(|(_, detail)| detail)?;
-        }
-        Ok(wholes)
+    /// Where the pieces of volume `v` lie in the single file: (offset, size), in order.
+    pub(crate) fn extents_of(&self, v: usize) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = self
+            .extents
+            .iter()
+            .filter(|e| e.volume == v)
+            .map(|e| (e.logical, e.size))
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -971,15 +943,6 @@ pub(crate) fn join(
     w.flush().map_err(werr)?;
     progress.finish();
     Ok(pos)
-}
-
-/// Per group (platform or shared), the volumes that hold it, in order.
-pub fn groups(table: &VolumeTable) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for f in &table.files {
-        out.entry(f.group.clone()).or_default().push(f.name.clone());
-    }
-    out
 }
 
 #[cfg(test)]

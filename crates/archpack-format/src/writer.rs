@@ -834,15 +834,12 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             delta,
             volumes: None,
         };
-        let mut index_bytes = render(&index);
-        if index_bytes.len() as u64 >= self.index_len {
-            return Err(FormatError::Internal(format!(
+        let index_bytes = padded_index(render(&index), self.index_len).ok_or_else(|| {
+            FormatError::Internal(format!(
                 "the index grew past its reserved {} bytes",
                 self.index_len
-            )));
-        }
-        index_bytes.resize(self.index_len as usize - 1, b' ');
-        index_bytes.push(b'\n');
+            ))
+        })?;
         self.write_at(&self.header(INDEX_MEMBER, self.index_len)?, 0)?;
         self.write_at(&index_bytes, BLOCK)?;
         self.write_at(
@@ -1162,6 +1159,17 @@ pub(crate) fn trusted_comment(name: &str, epoch: u64, created: &str) -> String {
 pub(crate) fn render(index: &BundleIndex) -> Vec<u8> {
     // Serialising plain structs of strings and numbers cannot fail.
     serde_json::to_vec_pretty(index).unwrap_or_default()
+}
+
+/// The index member's data: the JSON padded with spaces and a final `\n` to `len`
+/// bytes (SPEC §3.2); `None` when it does not fit.
+pub(crate) fn padded_index(mut json: Vec<u8>, len: u64) -> Option<Vec<u8>> {
+    if json.len() as u64 >= len {
+        return None;
+    }
+    json.resize(len as usize - 1, b' ');
+    json.push(b'\n');
+    Some(json)
 }
 
 /// An index with the final index's shape and every number at its widest.
