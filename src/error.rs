@@ -23,6 +23,8 @@ pub enum Error {
     #[error(transparent)]
     Push(#[from] crate::deliver::registry::PushError),
     #[error(transparent)]
+    Serve(#[from] crate::deliver::serve::ServeError),
+    #[error(transparent)]
     Compose(#[from] crate::compose::ComposeError),
     #[error(transparent)]
     Up(#[from] crate::compose::UpError),
@@ -43,6 +45,7 @@ impl Error {
             Error::Load(e) => e.exit_code(),
             Error::Archive(e) => e.exit_code(),
             Error::Push(e) => e.exit_code(),
+            Error::Serve(e) => e.exit_code(),
             Error::Source(_)
             | Error::Platform(_)
             | Error::Engine(_)
@@ -62,6 +65,8 @@ pub enum RequestError {
     NoName { source_ref: String, why: String },
     #[error("join reads volumes from their files, not from standard input: give the path of one (the others are found beside it)")]
     JoinFromStdin,
+    #[error("serve answers requests in any order, so it reads bundles from their files, not from standard input: give the bundle's path")]
+    ServeFromStdin,
     #[error("--name {given:?}: {reason}")]
     BadName { given: String, reason: String },
     #[error("--name {0:?}: expected NAME:TAG=SOURCE")]

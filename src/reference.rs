@@ -12,7 +12,7 @@ use archpack_format::platform::is_arch_name;
 use std::fmt;
 
 /// Docker Hub, as normalised names spell it.
-const DOCKER_HUB: &str = "docker.io";
+pub const DOCKER_HUB: &str = "docker.io";
 /// The most characters a repository name (domain and path) may have.
 const NAME_MAX: usize = 255;
 

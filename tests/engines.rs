@@ -349,43 +349,13 @@ fn containerd_2_imports_the_oci_archive_whole() {
     if engines_needed() {
         return;
     }
-    let root = std::env::var("ARCHPACK_SID_ROOT").unwrap();
     std::fs::create_dir_all("/tmp/apsid").unwrap();
     let dir = tempfile::Builder::new()
         .prefix("ctrd-")
         .tempdir_in("/tmp/apsid")
         .unwrap();
-    let d = dir.path().display().to_string();
-    let sock = format!("{d}/containerd.sock");
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!("version = 3\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n[grpc]\n  address = \"{sock}\"\n"),
-    )
-    .unwrap();
-    let mount = std::process::Command::new(script("sid-chroot.sh"))
-        .args(["mount", &root])
-        .status()
-        .unwrap();
-    assert!(mount.success());
-    let mut containerd = std::process::Command::new("chroot")
-        .args([&root, "containerd", "--config", &format!("{d}/config.toml")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if Path::new(&sock).exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let ctr = |args: &[&str]| {
-        std::process::Command::new("chroot")
-            .args([root.as_str(), "ctr", "--address", &sock, "-n", "k8s.io"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let containerd = Containerd::start(dir.path());
+    let ctr = |args: &[&str]| containerd.ctr(args);
     let bundle = fixture_bundle(dir.path(), &[]);
     for (platform, arch) in [("linux/amd64", "amd64"), ("linux/arm64", "arm64")] {
         let archive = dir.path().join(format!("{arch}.oci.tar"));
@@ -437,8 +407,6 @@ fn containerd_2_imports_the_oci_archive_whole() {
         ]);
         assert!(out.status.success());
     }
-    let _ = containerd.kill();
-    let _ = containerd.wait();
 }
 
 /// `load --compose-out --up` on the engines where containers run here: the services come

@@ -65,6 +65,11 @@ enum Command {
     Extract(ExtractArgs),
     /// Push a bundle's images into a registry as multi-platform indexes.
     Push(PushArgs),
+    /// Answer pulls from bundles as a read-only registry (Docker, containerd/k3s, podman).
+    ///
+    /// Each image is one multi-platform index, so every host pulls its own architecture.
+    /// Runs until SIGINT or SIGTERM, then prints a summary.
+    Serve(ServeArgs),
     /// Print or write a bundle's compose file for a platform.
     Compose {
         bundle: PathBuf,
@@ -228,6 +233,49 @@ struct PushArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Bundle files (or any volume of each, the rest beside it); several are served
+    /// together.
+    #[arg(required = true, value_name = "BUNDLE")]
+    bundles: Vec<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Address and port to listen on (port 0: any free one; the first line says which).
+    #[arg(long, default_value = "0.0.0.0:5000", value_name = "ADDR:PORT")]
+    listen: String,
+    /// Serve HTTPS with this certificate chain (PEM; with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Layers as stored (zstd), as gzip (Docker 20.10, containerd before 1.5), or auto:
+    /// both, a tag resolving per client by its User-Agent.
+    #[arg(long, value_enum, default_value = "auto")]
+    layer_format: ServeLayerFormatArg,
+    /// Serve svc:v1.0 as PREFIX/svc:v1.0.
+    #[arg(long, default_value = "", value_name = "PREFIX")]
+    prefix: String,
+    /// Blobs sent at once (memory is bounded by this, not by the clients); further
+    /// requests wait their turn.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    max_transfers: u16,
+    /// Seconds requests under way may take to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 10)]
+    grace: u64,
+    /// The access log and the summary as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ServeLayerFormatArg {
+    Auto,
+    Gzip,
+    Zstd,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LayerFormatArg {
     Gzip,
@@ -370,7 +418,10 @@ pub fn run() -> Result<ExitCode, Error> {
             return Ok(ExitCode::from(code));
         }
     };
-    remove_partials_on_interrupt();
+    // serve stops on a signal itself (with a summary); everything else is cut short.
+    if !matches!(cli.command, Command::Serve(_)) {
+        remove_partials_on_interrupt();
+    }
     let progress = render::Bars::new(cli.quiet);
     // The one place the engine's whereabouts are read.
     let endpoint = Endpoint::from_env()?;
@@ -378,6 +429,7 @@ pub fn run() -> Result<ExitCode, Error> {
         Command::Create(args) => create(args, endpoint, &progress),
         Command::Load(args) => load(args, endpoint, &progress),
         Command::Push(args) => push(args, &progress),
+        Command::Serve(args) => serve(args, &progress),
         Command::Extract(args) => extract(args, endpoint, &progress),
         Command::Compose {
             bundle,
@@ -637,12 +689,90 @@ fn push(args: PushArgs, progress: &render::Bars) -> Result<ExitCode, Error> {
                     LayerFormatArg::Zstd => registry::LayerFormat::Zstd,
                 },
                 gzip_threads: cores(),
-                digest_cache: registry::default_digest_cache(),
+                digest_cache: archpack::deliver::gzip::default_digest_cache(),
             },
         },
         progress,
     )?;
     emit(args.json, Some(&report.signature), &report, render::push)
+}
+
+fn serve(args: ServeArgs, progress: &render::Bars) -> Result<ExitCode, Error> {
+    use archpack::deliver::serve::{self as served, LayerChoice};
+    let prepared = ops::serve::prepare(
+        &ops::serve::ServeRequest {
+            bundles: args
+                .bundles
+                .iter()
+                .map(|b| BundleInput::from_arg(b))
+                .collect(),
+            trust: args.trust.policy()?,
+            prefix: args.prefix.clone(),
+            layers: match args.layer_format {
+                ServeLayerFormatArg::Auto => LayerChoice::Auto,
+                ServeLayerFormatArg::Gzip => LayerChoice::Gzip,
+                ServeLayerFormatArg::Zstd => LayerChoice::Zstd,
+            },
+            gzip_threads: cores(),
+            digest_cache: archpack::deliver::gzip::default_digest_cache(),
+        },
+        progress,
+    )?;
+    for s in &prepared.signatures {
+        if s.signature == ops::Signature::UnsignedAllowed {
+            eprintln!(
+                "archpack: warning: {} is NOT signed; served because of --allow-unsigned",
+                s.bundle
+            );
+        }
+    }
+    let (stopper, stop) = served::stop_signal();
+    stop_on_signal(stopper);
+    let summary = ops::serve::run(
+        prepared,
+        &served::ServeOptions {
+            listen: args.listen.clone(),
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(served::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            max_transfers: usize::from(args.max_transfers),
+            gzip_threads: cores(),
+            grace: std::time::Duration::from_secs(args.grace),
+        },
+        std::sync::Arc::new(render::AccessLog { json: args.json }),
+        stop,
+    )?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "stopped", "summary": summary})
+        );
+    } else {
+        print!("{}", render::serve_summary(&summary));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first SIGINT/SIGTERM stops the server (requests under way may finish); a second
+/// one ends the process at once.
+fn stop_on_signal(stopper: archpack::deliver::serve::Stopper) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut signals = signals.forever();
+        if signals.next().is_some() {
+            stopper.stop();
+        }
+        if let Some(signal) = signals.next() {
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 fn extract(

@@ -622,3 +622,108 @@ fn services_table(services: &[archpack::compose::ServiceState]) -> String {
         table(&["SERVICE", "STATE", "HEALTH", "", "", ""], &rows)
     )
 }
+
+/// The access log of `serve`: one line per request, plain or JSON, on standard output.
+pub struct AccessLog {
+    pub json: bool,
+}
+
+impl archpack::deliver::serve::ServeEvents for AccessLog {
+    fn listening(&self, l: &archpack::deliver::serve::Listening) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "listening", "listening": l})
+            );
+            return;
+        }
+        let sets: Vec<String> = l
+            .layer_sets
+            .iter()
+            .map(|s| format!("{s:?}").to_lowercase())
+            .collect();
+        let mut out = format!(
+            "serving {} at {} (layers: {}{})\n",
+            plural(l.images.len(), "image"),
+            l.url,
+            sets.join(" and "),
+            if sets.len() > 1 {
+                ", a tag resolving per client: zstd for Docker 23+, containerd 1.5+, podman and skopeo; gzip for the rest"
+            } else {
+                ""
+            }
+        );
+        for i in &l.images {
+            out.push_str(&format!(
+                "  {}:{}  {}  from {}\n",
+                i.repository,
+                i.tag,
+                i.platforms.join(","),
+                i.bundle
+            ));
+        }
+        for f in &l.faulty_members {
+            out.push_str(&format!(
+                "  FAULTY: {} member {}: {}; never served, and the platforms using it are not in the gzip set\n",
+                f.bundle, f.member, f.detail
+            ));
+        }
+        if l.gzip_passes > 0 {
+            out.push_str(&format!(
+                "  ({} compressed once to learn their gzip digests; remembered for next time)\n",
+                plural(l.gzip_passes, "layer")
+            ));
+        }
+        print!("{out}");
+    }
+
+    fn request(&self, e: &archpack::deliver::serve::AccessEntry) {
+        if self.json {
+            println!("{}", serde_json::json!({"event": "request", "request": e}));
+            return;
+        }
+        let mut line = format!(
+            "{} {} \"{} {}\" {} {} {}ms",
+            e.time, e.client, e.method, e.path, e.status, e.bytes, e.ms
+        );
+        if let Some(set) = e.layers {
+            line.push_str(&format!(" [{}]", format!("{set:?}").to_lowercase()));
+        }
+        if let Some(err) = &e.error {
+            line.push_str(&format!(" error: {err}"));
+        }
+        println!("{line}");
+    }
+}
+
+pub fn serve_summary(summary: &archpack::ops::serve::ServeSummary) -> String {
+    let r = &summary.served;
+    let mut out = format!(
+        "stopped after {:.0} s: {} answered ({} sent), {} client errors, {} server errors{}\n",
+        r.seconds,
+        plural(r.requests as usize, "request"),
+        human_bytes(r.bytes_sent),
+        r.client_errors,
+        r.server_errors,
+        if r.cut_at_stop > 0 {
+            format!(", {} cut at stop", plural(r.cut_at_stop, "connection"))
+        } else {
+            String::new()
+        }
+    );
+    for b in &r.by_bundle {
+        out.push_str(&format!(
+            "  {}: {}, {}\n",
+            b.bundle,
+            plural(b.requests as usize, "request"),
+            human_bytes(b.bytes)
+        ));
+    }
+    for f in &r.faulty_members {
+        out.push_str(&format!(
+            "  FAULTY: {} member {}: {} (never served; check it with archpack verify)\n",
+            f.bundle, f.member, f.detail
+        ));
+    }
+    out
+}

@@ -25,13 +25,14 @@
 //! maintained `docker_credential` crate ([`stored_credentials`]).
 
 use crate::deliver::archive::{member, ArchiveError};
-use crate::digest::{Digest, HashingWriter};
+use crate::deliver::gzip::{self, GzipDigestCache};
+use crate::digest::Digest;
 use crate::platform::Selected;
-use crate::progress::{Progress, Silent};
+use crate::progress::Progress;
 use crate::reference::ImageRef;
 use archpack_format::{exit, oci, BundleReader, FormatError, Member, MemberKind};
 use oci_spec::image::MediaType;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -525,107 +526,10 @@ fn io_to_push(e: io::Error, what: &str) -> PushError {
 }
 
 /// A layer as it will be pushed: its digest and size in the pushed encoding.
-/// The gzip encoding's version: part of every cache key, so a change to
-/// `gzip_parallel`'s output (level, member size) never reuses old digests.
-const GZIP_SCHEME: &str = "gzip6-1MiB-members";
-
-/// `$XDG_CACHE_HOME/archpack/gzip-digests` (or `~/.cache/...`).
-pub fn default_digest_cache() -> Option<std::path::PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
-        .map(|c| c.join("archpack/gzip-digests"))
-}
-
-/// What a bundle layer's deterministic gzip encoding hashes to, remembered on this host
-/// the way Docker remembers diff_id → registry digest: a re-push asks the registry
-/// without compressing first. Only a hit whose blob the registry has is taken on trust;
-/// an upload hashes what it sends. Unreadable or unwritable: no cache, no error.
-struct GzipDigestCache<'a> {
-    dir: Option<&'a std::path::Path>,
-}
-
-impl GzipDigestCache<'_> {
-    fn path(&self, blob: &Digest) -> Option<std::path::PathBuf> {
-        self.dir
-            .map(|d| d.join(format!("{}.{GZIP_SCHEME}", blob.hex())))
-    }
-
-    fn get(&self, blob: &Digest) -> Option<(Digest, u64)> {
-        let text = std::fs::read_to_string(self.path(blob)?).ok()?;
-        let (digest, size) = text.trim().split_once(' ')?;
-        Some((digest.parse().ok()?, size.parse().ok()?))
-    }
-
-    fn put(&self, blob: &Digest, digest: &Digest, size: u64) {
-        let Some(path) = self.path(blob) else { return };
-        if self.get(blob) == Some((digest.clone(), size)) {
-            return;
-        }
-        let line = format!("{digest} {size}\n");
-        // Best effort: a cache that cannot be written costs a compression pass next time.
-        if path
-            .parent()
-            .is_some_and(|dir| std::fs::create_dir_all(dir).is_ok())
-        {
-            let _ = crate::fsutil::write_bytes(&path, line.as_bytes(), true, 0o644);
-        }
-    }
-}
-
 struct PushedBlob {
     digest: Digest,
     size: u64,
     media_type: MediaType,
-}
-
-const GZIP_BLOCK: usize = 1 << 20;
-
-/// pigz-style gzip: independent 1 MiB members compressed in parallel, written in order.
-/// Deterministic (same input, same bytes) and read by every gzip decoder (multi-member).
-fn gzip_parallel(input: &mut dyn Read, out: &mut dyn Write, threads: usize) -> io::Result<()> {
-    let threads = threads.max(1);
-    loop {
-        let mut blocks = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            let mut block = vec![0u8; GZIP_BLOCK];
-            let n = crate::source::read_up_to(input, &mut block)?;
-            if n == 0 {
-                break;
-            }
-            block.truncate(n);
-            blocks.push(block);
-        }
-        if blocks.is_empty() {
-            return Ok(());
-        }
-        let compressed: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = blocks
-                .iter()
-                .map(|b| {
-                    s.spawn(move || {
-                        let mut enc = flate2::write::GzEncoder::new(
-                            Vec::with_capacity(b.len() / 2),
-                            flate2::Compression::new(6),
-                        );
-                        enc.write_all(b)?;
-                        enc.finish()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("gzip worker failed")))
-                })
-                .collect()
-        });
-        for c in compressed {
-            out.write_all(&c?)?;
-        }
-    }
 }
 
 pub fn push(
@@ -786,10 +690,6 @@ fn push_layer(
             media_type: MediaType::ImageLayerZstd,
         });
     }
-    let layer_err = |fault: archpack_format::codec::LayerFault| PushError::Corrupt {
-        member: m.name.clone(),
-        detail: fault.to_string(),
-    };
     let blob = |digest: Digest, size: u64| PushedBlob {
         digest,
         size,
@@ -800,20 +700,13 @@ fn push_layer(
     let cache = GzipDigestCache {
         dir: opts.digest_cache.as_deref(),
     };
-    let remembered = cache.get(&m.digest);
-    let (digest, gz_size) = match remembered.clone() {
-        Some((digest, gz_size)) => (digest, gz_size),
-        None => {
-            let mut hasher = HashingWriter::new(io::sink());
-            let mut layer = reader.layer_reader(m, &Silent).map_err(layer_err)?;
-            gzip_parallel(&mut layer, &mut hasher, opts.gzip_threads)
-                .map_err(|e| io_to_push(e, &m.name))?;
-            report.gzip_passes += 1;
-            let (_, digest, gz_size) = hasher.finish();
-            cache.put(&m.digest, &digest, gz_size);
-            (digest, gz_size)
-        }
-    };
+    let known = gzip::gzip_digest(reader, m, &cache, opts.gzip_threads, &|_| {})
+        .map_err(|e| io_to_push(e, &m.name))?;
+    if !known.remembered {
+        report.gzip_passes += 1;
+    }
+    let remembered = known.remembered;
+    let (digest, gz_size) = (known.digest, known.size);
     if report.have(registry, repo, &digest)? {
         return Ok(blob(digest, gz_size));
     }
@@ -826,11 +719,7 @@ fn push_layer(
     let result = std::thread::scope(|s| {
         let producer = s.spawn(move || {
             let mut pipe = writer;
-            let gzipped = reader
-                .layer_reader(m, &Silent)
-                .map_err(|fault| io::Error::new(io::ErrorKind::InvalidData, fault))
-                .and_then(|mut layer| gzip_parallel(&mut layer, &mut pipe, threads));
-            match gzipped {
+            match gzip::write_gzip(reader, m, &mut pipe, threads) {
                 Ok(()) => {
                     let _ = pipe.close();
                 }
@@ -849,7 +738,7 @@ fn push_layer(
     report.gzip_passes += 1;
     let (location, (sent_digest, sent)) = result?;
     if (&sent_digest, sent) != (&digest, gz_size) {
-        if remembered.is_none() {
+        if !remembered {
             return Err(PushError::Corrupt {
                 member: m.name.clone(),
                 detail: format!(
@@ -919,22 +808,5 @@ mod tests {
             destination("", "docker.io/library/svc:2").unwrap(),
             ("svc".into(), "2".into())
         );
-    }
-
-    #[test]
-    fn parallel_gzip_is_deterministic_and_decodes() {
-        let data: Vec<u8> = (0..3_000_000u32)
-            .flat_map(|i| (i % 251).to_le_bytes())
-            .collect();
-        let mut a = Vec::new();
-        let mut b = Vec::new();
-        gzip_parallel(&mut &data[..], &mut a, 2).unwrap();
-        gzip_parallel(&mut &data[..], &mut b, 1).unwrap();
-        assert_eq!(a, b);
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&a[..])
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, data);
     }
 }

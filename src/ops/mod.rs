@@ -13,6 +13,7 @@ pub mod keygen;
 pub mod load;
 pub mod platform;
 pub mod push;
+pub mod serve;
 pub mod verify;
 
 use crate::docker::{Endpoint, Engine};

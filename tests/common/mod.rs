@@ -680,3 +680,132 @@ pub fn read_image_archive(path: &Path) -> (Value, Vec<Vec<u8>>) {
         .collect();
     (config, layers)
 }
+
+/// A site CA and a server certificate for 127.0.0.1 it signed (openssl).
+pub fn site_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=archpack-test-ca",
+        "-days",
+        "2",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+/// containerd 2.1 from the sid chroot (ARCHPACK_SID_ROOT), alone on a socket of its own
+/// under `dir` (a directory in /tmp/apsid, which the chroot sees), as k3s runs it.
+/// Killed on drop.
+pub struct Containerd {
+    child: std::process::Child,
+    root: String,
+    pub sock: String,
+}
+
+impl Containerd {
+    pub fn start(dir: &Path) -> Containerd {
+        let root = std::env::var("ARCHPACK_SID_ROOT").unwrap();
+        let d = dir.display().to_string();
+        let sock = format!("{d}/containerd.sock");
+        std::fs::write(
+            dir.join("config.toml"),
+            format!("version = 3\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n[grpc]\n  address = \"{sock}\"\n"),
+        )
+        .unwrap();
+        let mount = std::process::Command::new(script("sid-chroot.sh"))
+            .args(["mount", &root])
+            .status()
+            .unwrap();
+        assert!(mount.success());
+        let child = std::process::Command::new("chroot")
+            .args([&root, "containerd", "--config", &format!("{d}/config.toml")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if Path::new(&sock).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Containerd { child, root, sock }
+    }
+
+    /// `ctr -n k8s.io ARGS` against it.
+    pub fn ctr(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("chroot")
+            .args([
+                self.root.as_str(),
+                "ctr",
+                "--address",
+                &self.sock,
+                "-n",
+                "k8s.io",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
