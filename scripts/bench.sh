@@ -267,6 +267,51 @@ full2_bytes=$(stat -c %s "$work/ap/app2.archpack")
 layers_bytes=$(stat -c %s "$work/ap/app2.layers.archpack")
 delta_bytes=$(stat -c %s "$work/ap/app2.delta.archpack")
 
+# serve against CNCF distribution (docker-registry) holding the same images (pushed by
+# archpack), the same client (skopeo) pulling this host's platform of the three services
+# into an OCI layout: zstd as stored, and gzip (serve re-encodes as it sends; the
+# registry holds gzip blobs pushed once). The gzip digests are learnt before timing.
+echo "== serve vs docker-registry"
+serve_pull() { # LABEL ADDR
+  rm -rf "$work/pulled"; mkdir -p "$work/pulled"
+  t=$(now)
+  for svc in $services; do
+    skopeo copy -q --src-tls-verify=false --override-arch "$host_arch" \
+      "docker://$2/$svc:v1" "oci:$work/pulled/$svc:x" &
+  done
+  wait
+  record "$1" "$(since "$t")"
+}
+registry_for() { # FORMAT -> prints the address
+  local port dir
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  dir="$work/registry-$1"; mkdir -p "$dir"
+  printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$disks/registry-$1" "$port" >"$dir/config.yml"
+  docker-registry serve "$dir/config.yml" >/dev/null 2>&1 &
+  echo $! >"$dir/pid"
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  "$archpack" push -q --trust "$work/ap/bench.pub" --insecure --layer-format "$1" "$work/ap/app.archpack" "127.0.0.1:$port" >/dev/null
+  echo "127.0.0.1:$port"
+}
+# The services are tagged svc:v1 in the bundle (their sources svc:v1-ARCH).
+for fmt in zstd gzip; do
+  reg=$(registry_for $fmt)
+  "$archpack" serve -q --trust "$work/ap/bench.pub" --layer-format $fmt --listen 127.0.0.1:0 \
+    "$work/ap/app.archpack" >"$work/serve-$fmt.log" 2>&1 &
+  serve_pid=$!
+  for _ in $(seq 1 600); do grep -q '^serving' "$work/serve-$fmt.log" && break; sleep 0.1; done
+  served=$(sed -n 's|^serving .* at http://\([^ ]*\) .*|\1|p' "$work/serve-$fmt.log")
+  for rep in $(seq 1 "$reps"); do
+    if [ $((rep % 2)) = 0 ]; then serve_pull serve_$fmt "$served"; serve_pull registry_$fmt "$reg"
+    else serve_pull registry_$fmt "$reg"; serve_pull serve_$fmt "$served"; fi
+  done
+  serve_rss=$(awk '/VmHWM/ {print $2}' "/proc/$serve_pid/status")
+  record serve_rss_$fmt "$serve_rss"
+  kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
+  kill "$(cat "$work/registry-$fmt/pid")" 2>/dev/null || true
+done
+pulled_bytes=$(du -sb "$work/pulled" | cut -f1)
+
 m() { median <"$work/$1"; }
 range() { sort -g "$work/$1" | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f-%.2f", lo, hi}'; }
 sum_arch() { echo "$(m ${1}_amd64) + $(m ${1}_arm64)" | bc; }
@@ -306,6 +351,9 @@ row "create delta (s) / peak RSS (MiB)" "$(printf %.2f "$delta_create")" "$(( de
 timed "apply delta (s) vs full rel. 2 load" delta_apply "$(m full2_load)" "(onto release 1)"
 timed "  the same with --base rel. 1 bundle" delta_base_apply "$(m full2_load)"
 row "peak RSS applying (MiB) vs 64 + ref" "$(( $(m delta_apply_rss) / 1024 ))" "$(( 64 + patch_ref / 1048576 ))" "$(ratio "$(m delta_apply_rss)" "$(( (64 << 10) + patch_ref / 1024 ))")" "<= 1 (64 MiB + reference)"
+timed "pull via serve vs docker-registry, zstd" serve_zstd "$(m registry_zstd)" "<= 1.2 (as stored)"
+timed "pull via serve vs docker-registry, gzip" serve_gzip "$(m registry_gzip)" "re-encoded on the fly"
+row "peak RSS serve zstd / gzip (MiB)" "$(( $(m serve_rss_zstd) / 1024 ))" "$(( $(m serve_rss_gzip) / 1024 ))" "" "$(mb "$pulled_bytes") pulled per run"
 echo
 echo "ranges over the repetitions (min-max, s): create $(range ap_create), seeds create $(range seeds_create);"
 echo "  load $(range ap_load), seeds load $(range seeds_load), raw docker load $(range raw_load)"
