@@ -67,6 +67,8 @@ pub enum RequestError {
     JoinFromStdin,
     #[error("serve answers requests in any order, so it reads bundles from their files, not from standard input: give the bundle's path")]
     ServeFromStdin,
+    #[error("--prefix {0:?}: a registry path is lowercase letters, digits and . _ - between slashes (e.g. site or team/edge)")]
+    BadPrefix(String),
     #[error("--name {given:?}: {reason}")]
     BadName { given: String, reason: String },
     #[error("--name {0:?}: expected NAME:TAG=SOURCE")]

@@ -1105,6 +1105,16 @@ fn trust_is_decided_before_listening() {
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("standard input"));
+    // A prefix no registry client could pull from: named.
+    let out = serve_command(
+        &[&bundle],
+        &["--allow-unsigned", "--prefix", "Site"],
+        &dir.path().join("cache"),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--prefix \"Site\""));
     // A port already taken: said so.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();

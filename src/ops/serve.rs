@@ -54,6 +54,10 @@ pub struct ServeSummary {
 /// served whole (delta bundles, volumes missing), and builds the view (learning gzip
 /// digests, with progress, unless only zstd is served).
 pub fn prepare(req: &ServeRequest, progress: &dyn Progress) -> Result<Prepared, Error> {
+    let prefix = req.prefix.trim_matches('/');
+    if !prefix.is_empty() && !is_repository_path(prefix) {
+        return Err(RequestError::BadPrefix(req.prefix.clone()).into());
+    }
     let mut bundles = Vec::new();
     let mut signatures = Vec::new();
     for input in &req.bundles {
@@ -76,7 +80,7 @@ pub fn prepare(req: &ServeRequest, progress: &dyn Progress) -> Result<Prepared, 
     let view = RegistryView::build(
         bundles,
         &ViewOptions {
-            prefix: req.prefix.trim_matches('/'),
+            prefix,
             choice: req.layers,
             gzip_threads: req.gzip_threads,
             digest_cache: req.digest_cache.as_deref(),
@@ -84,6 +88,23 @@ pub fn prepare(req: &ServeRequest, progress: &dyn Progress) -> Result<Prepared, 
         progress,
     )?;
     Ok(Prepared { signatures, view })
+}
+
+/// The distribution spec's path components: `[a-z0-9]+([._-][a-z0-9]+)*`, joined by `/`.
+fn is_repository_path(p: &str) -> bool {
+    p.split('/').all(|component| {
+        let b = component.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+            // Separators alone: `__` and `--` are allowed, `..` or `._` are not.
+            && !b.windows(2).any(|w| {
+                !w[0].is_ascii_alphanumeric()
+                    && !w[1].is_ascii_alphanumeric()
+                    && (w[0] != w[1] || w[0] == b'.')
+            })
+    })
 }
 
 /// Serves until `stop` is raised; returns the summary.
@@ -100,4 +121,17 @@ pub fn run(
         gzip_passes,
         served,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefixes() {
+        for good in ["site", "team/edge", "a.b-c_d", "x1/y2", "a__b", "a--b"] {
+            assert!(super::is_repository_path(good), "{good}");
+        }
+        for bad in ["Site", "a//b", "-a", "a-", "a..b", "with space"] {
+            assert!(!super::is_repository_path(bad), "{bad}");
+        }
+    }
 }

@@ -516,7 +516,13 @@ async fn route(state: &Arc<State>, req: &Request<Incoming>, user_agent: Option<&
     if rest.is_empty() || rest == "/" {
         return json_reply(serde_json::json!({}), Vec::new());
     }
-    let rest = &rest[1..];
+    let Some(rest) = rest.strip_prefix('/') else {
+        return error_reply(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            format!("{path}: not a registry path (this server answers /v2/)"),
+        );
+    };
     if rest == "_catalog" {
         let names: Vec<&str> = state.view.repositories().collect();
         return paginated("repositories", None, &names, query, "/v2/_catalog");
