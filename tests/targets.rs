@@ -556,7 +556,8 @@ fn the_static_binary_pushes_to_localhost_and_to_a_name_from_etc_hosts() {
 }
 
 /// An emulated arm64 host: bookworm arm64's own dockerd under qemu-user, probed and
-/// loaded by the arm64 archpack; a container of the arm64 image says `aarch64`.
+/// loaded by the arm64 archpack; a container of the arm64 image says `aarch64`; and the
+/// arm64 archpack serving the bundle to that engine's pull.
 #[test]
 fn on_an_emulated_arm64_host_the_arm64_binary_probes_and_loads_arm64() {
     if skip(&[Need::Fixtures, Need::OwnEngine]) {
@@ -619,4 +620,44 @@ fn on_an_emulated_arm64_host_the_arm64_binary_probes_and_loads_arm64() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "aarch64");
+
+    // The same board as the site's registry: the arm64 binary serves the bundle, and the
+    // arm64 engine (Docker 20.10: the gzip set) pulls other:v2 for its own platform.
+    let other = id_for(&ids, "other:v2", "arm64");
+    let rmi = engine.docker(&["rmi", "-f", &other]);
+    assert!(
+        rmi.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rmi.stderr)
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = Std::new(bins.join("archpack-linux-arm64"))
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .args(["serve", "-q", "--allow-unsigned", "--listen", &addr])
+        .arg(&bundle)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Under emulation the start pass (gzip digests) takes seconds, not milliseconds.
+    let listening = (0..1200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let reference = format!("{addr}/other:v2");
+    let pull = listening.then(|| engine.docker(&["pull", "-q", &reference]));
+    let _ = server.kill();
+    let _ = server.wait();
+    let pull = pull.expect("the arm64 serve never listened");
+    assert!(
+        pull.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    assert_eq!(
+        engine
+            .inspect(&reference, "{{.Id}} {{.Architecture}}")
+            .as_deref(),
+        Some(format!("{other} arm64").as_str())
+    );
 }

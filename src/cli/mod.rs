@@ -747,12 +747,9 @@ fn serve(args: ServeArgs, progress: &render::Bars) -> Result<ExitCode, Error> {
         stop,
     )?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"event": "stopped", "summary": summary})
-        );
+        render::out_line(&serde_json::json!({"event": "stopped", "summary": summary}).to_string());
     } else {
-        print!("{}", render::serve_summary(&summary));
+        render::out_line(render::serve_summary(&summary).trim_end());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -623,6 +623,13 @@ fn services_table(services: &[archpack::compose::ServiceState]) -> String {
     )
 }
 
+/// A line on standard output; a reader gone (`serve | head`) costs the line, not the
+/// server.
+pub fn out_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// The access log of `serve`: one line per request, plain or JSON, on standard output.
 pub struct AccessLog {
     pub json: bool,
@@ -631,10 +638,7 @@ pub struct AccessLog {
 impl archpack::deliver::serve::ServeEvents for AccessLog {
     fn listening(&self, l: &archpack::deliver::serve::Listening) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::json!({"event": "listening", "listening": l})
-            );
+            out_line(&serde_json::json!({"event": "listening", "listening": l}).to_string());
             return;
         }
         let sets: Vec<String> = l
@@ -674,12 +678,12 @@ impl archpack::deliver::serve::ServeEvents for AccessLog {
                 plural(l.gzip_passes, "layer")
             ));
         }
-        print!("{out}");
+        out_line(out.trim_end());
     }
 
     fn request(&self, e: &archpack::deliver::serve::AccessEntry) {
         if self.json {
-            println!("{}", serde_json::json!({"event": "request", "request": e}));
+            out_line(&serde_json::json!({"event": "request", "request": e}).to_string());
             return;
         }
         let mut line = format!(
@@ -692,7 +696,7 @@ impl archpack::deliver::serve::ServeEvents for AccessLog {
         if let Some(err) = &e.error {
             line.push_str(&format!(" error: {err}"));
         }
-        println!("{line}");
+        out_line(&line);
     }
 }
 

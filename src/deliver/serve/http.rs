@@ -153,7 +153,8 @@ pub(super) async fn run(
     events: Arc<dyn ServeEvents>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<ServeReport, ServeError> {
-    let listener = tokio::net::TcpListener::bind(&opts.listen)
+    let addresses = listen_addresses(&opts.listen)?;
+    let listener = tokio::net::TcpListener::bind(&addresses[..])
         .await
         .map_err(|error| ServeError::Listen {
             address: opts.listen.clone(),
@@ -280,6 +281,32 @@ pub(super) async fn run(
         faulty_members,
         cut_at_stop,
     })
+}
+
+/// `ADDR:PORT` (`0.0.0.0:5000`, `[::]:5000`, `edge-gw:5000`, `:5000` for every
+/// address) to addresses, looked up without glibc's NSS (the binary may be static).
+fn listen_addresses(listen: &str) -> Result<Vec<SocketAddr>, ServeError> {
+    let bad = |detail: String| ServeError::Listen {
+        address: listen.to_string(),
+        error: io::Error::new(io::ErrorKind::InvalidInput, detail),
+        hint: "",
+    };
+    let (host, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected ADDR:PORT, e.g. 0.0.0.0:5000".into()))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad(format!("{port:?} is not a port number (0 to 65535)")))?;
+    if host.is_empty() {
+        return Ok(vec![SocketAddr::from(([0, 0, 0, 0], port))]);
+    }
+    crate::deliver::resolve::resolve(
+        host,
+        port,
+        &crate::deliver::resolve::Sources::default(),
+        Duration::from_secs(5),
+    )
+    .map_err(|e| bad(e.to_string()))
 }
 
 /// Resolves once a stop is asked for (or the stopper is gone).
@@ -1184,6 +1211,24 @@ impl Drop for TransferLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_without_nss() {
+        assert_eq!(
+            listen_addresses("0.0.0.0:5000").unwrap(),
+            vec![SocketAddr::from(([0, 0, 0, 0], 5000))]
+        );
+        assert_eq!(
+            listen_addresses(":5001").unwrap(),
+            vec![SocketAddr::from(([0, 0, 0, 0], 5001))]
+        );
+        assert_eq!(listen_addresses("[::1]:5002").unwrap()[0].port(), 5002);
+        assert!(listen_addresses("localhost:5003").unwrap()[0]
+            .ip()
+            .is_loopback());
+        assert!(listen_addresses("5000").is_err());
+        assert!(listen_addresses("0.0.0.0:http").is_err());
+    }
 
     #[test]
     fn ranges() {
