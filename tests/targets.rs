@@ -157,6 +157,7 @@ fn static_binaries_run_every_command_on_their_arm_targets() {
             Some(format!("{} arm64", id_for(&ids, "svc:v1.0", "arm64")).as_str()),
             "{target}"
         );
+        serve_on_target(&bins, target, &bundle, &public, &ids);
     }
     // The v7 build on an ARMv6 CPU stops at its first v7 instruction: the v6 run above
     // really was on a v6 CPU.
@@ -166,6 +167,81 @@ fn static_binaries_run_every_command_on_their_arm_targets() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "armv7 code ran on an ARM1176");
+}
+
+/// The target's binary serves `bundle` (signed by `public`): a zstd client and a gzip
+/// client each get the arm64 platform's config and first layer, the bytes hashing to the
+/// digests their manifests name (tokio, hyper and the parallel gzip on the board).
+fn serve_on_target(
+    bins: &Path,
+    target: &str,
+    bundle: &Path,
+    public: &Path,
+    ids: &[(String, String, String)],
+) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut command = Std::new(bins.join(format!("archpack-linux-{target}")));
+    if let Some(cpu) = qemu_cpu(target) {
+        command.env("QEMU_CPU", cpu);
+    }
+    let mut server = command
+        .env(
+            "XDG_CACHE_HOME",
+            bundle.with_file_name(format!("cache-{target}")),
+        )
+        .args(["serve", "-q", "--listen", &addr, "--trust"])
+        .arg(public)
+        .arg(bundle)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let listening = (0..1200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let fetch = |path: &str, user_agent: &str| -> Vec<u8> {
+        let mut r = ureq::get(format!("http://{addr}{path}"))
+            .header("User-Agent", user_agent)
+            .call()
+            .unwrap_or_else(|e| panic!("{target}: GET {path}: {e}"));
+        r.body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .unwrap()
+    };
+    let checks = listening.then(|| {
+        for user_agent in ["containerd/2.1.4", "docker/20.10.24"] {
+            let index: Value =
+                serde_json::from_slice(&fetch("/v2/svc/manifests/v1.0", user_agent)).unwrap();
+            let arm64 = index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["platform"]["architecture"] == "arm64")
+                .unwrap()["digest"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let manifest: Value =
+                serde_json::from_slice(&fetch(&format!("/v2/svc/manifests/{arm64}"), user_agent))
+                    .unwrap();
+            let config = manifest["config"]["digest"].as_str().unwrap();
+            assert_eq!(config, id_for(ids, "svc:v1.0", "arm64"), "{target}");
+            for digest in [config, manifest["layers"][0]["digest"].as_str().unwrap()] {
+                let blob = fetch(&format!("/v2/svc/blobs/{digest}"), user_agent);
+                assert_eq!(
+                    format!("sha256:{}", sha256_hex(&blob)),
+                    digest,
+                    "{target} {user_agent}"
+                );
+            }
+        }
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    checks.unwrap_or_else(|| panic!("{target}: serve never listened on {addr}"));
 }
 
 /// A root holding only busybox (static) for `arch`, with `/dev/null`.
