@@ -34,6 +34,10 @@ type Body = BoxBody<Bytes, io::Error>;
 
 /// Chunks of a blob in flight per transfer (each `bridge::CHUNK`, 256 KiB).
 const CHANNEL_DEPTH: usize = 4;
+/// gzip re-encodings at once: two keep the cores busy, and each holds up to the layer's
+/// zstd window (16 MiB for bundles made with long-distance matching) plus the parallel
+/// compressor's blocks.
+const GZIP_ENCODES: usize = 2;
 /// Bytes of a blob held back until its check passes: at least one chunk.
 const HOLD_BACK: usize = crate::bridge::CHUNK;
 
@@ -43,6 +47,9 @@ struct State {
     events: Arc<dyn ServeEvents>,
     gzip_threads: usize,
     transfers: Arc<Semaphore>,
+    /// gzip re-encodings under way (each holds a layer's zstd window and the
+    /// compressor's blocks, and keeps the cores busy on its own).
+    gzip_encodes: Arc<Semaphore>,
     stats: Mutex<Stats>,
     /// Members that failed a check, by the digest they were asked for under.
     faulty: Mutex<HashMap<Digest, FaultyMember>>,
@@ -188,6 +195,7 @@ pub(super) async fn run(
         events,
         gzip_threads: opts.gzip_threads.max(1),
         transfers: Arc::new(Semaphore::new(opts.max_transfers.max(1))),
+        gzip_encodes: Arc::new(Semaphore::new(GZIP_ENCODES)),
         stats: Mutex::new(Stats::default()),
         faulty: Mutex::new(view_faulty),
         verified: Mutex::new(HashSet::new()),
@@ -370,8 +378,14 @@ struct Transfer {
     /// `(first byte, byte count)`; None: the whole blob.
     range: Option<(u64, u64)>,
     length: u64,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    /// The transfer slot, and the gzip encoder's: held until the body is done with.
+    permits: Permits,
 }
+
+type Permits = (
+    tokio::sync::OwnedSemaphorePermit,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
 
 fn error_body(code: &str, message: &str) -> Bytes {
     Bytes::from(
@@ -868,12 +882,23 @@ async fn blob(
         }
     };
     // Wait for a transfer slot: memory stays bounded however many clients come.
-    let Ok(permit) = state.transfers.clone().acquire_owned().await else {
-        return error_reply(
+    let stopping = || {
+        error_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",
             "the server is stopping".into(),
-        );
+        )
+    };
+    let Ok(permit) = state.transfers.clone().acquire_owned().await else {
+        return stopping();
+    };
+    // A gzip transfer also waits for an encoder (always after its transfer slot).
+    let encoder = match blob {
+        Blob::Gzip { .. } => match state.gzip_encodes.clone().acquire_owned().await {
+            Ok(p) => Some(p),
+            Err(_) => return stopping(),
+        },
+        Blob::Stored { .. } => None,
     };
     let status = match range {
         None => StatusCode::OK,
@@ -897,7 +922,7 @@ async fn blob(
             blob,
             length: range.map_or(size, |(_, n)| n),
             range,
-            permit,
+            permits: (permit, encoder),
         },
     }
 }
@@ -1080,7 +1105,7 @@ fn stream_body(
         blob,
         range,
         length,
-        permit,
+        permits,
     } = transfer;
     let producer_state = state.clone();
     tokio::task::spawn_blocking(move || produce(&producer_state, &digest, &blob, range, writer));
@@ -1092,7 +1117,7 @@ fn stream_body(
         expected: length,
         sent: 0,
         failed: None,
-        _permit: permit,
+        _permits: permits,
     };
     let mut chunks = Box::pin(receiver.into_stream());
     let stream = futures_util::stream::poll_fn(move |cx| {
@@ -1176,7 +1201,7 @@ struct TransferLog {
     expected: u64,
     sent: u64,
     failed: Option<String>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permits: Permits,
 }
 
 impl TransferLog {
