@@ -780,3 +780,24 @@ fn a_manifest_in_a_configs_slot_is_refused_as_corrupt() {
     );
     assert!(!out.exists());
 }
+
+/// `archpack inspect | head`: a reader that went away is not a panic (exit 101).
+#[test]
+fn a_closed_standard_output_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = synthetic_bundle(dir.path());
+    for args in [&["inspect"][..], &["inspect", "--json"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("archpack"))
+            .args(args)
+            .arg(&bundle)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -450,8 +450,8 @@ pub fn run() -> Result<ExitCode, Error> {
             })?;
             unsigned_warning(&report.signature);
             match &report.written {
-                None => print!("{}", report.text),
-                Some(path) => println!("wrote {}", path.display()),
+                None => render::out_text(&report.text),
+                Some(path) => render::out_line(&format!("wrote {}", path.display())),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -486,9 +486,9 @@ pub fn run() -> Result<ExitCode, Error> {
                 force,
             })?;
             if json {
-                print!("{}", String::from_utf8_lossy(&report.rendered));
+                render::out_text(&String::from_utf8_lossy(&report.rendered));
             } else {
-                print!("{}", render::inventory(&report));
+                render::out_text(&render::inventory(&report));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -523,12 +523,12 @@ pub fn run() -> Result<ExitCode, Error> {
                 password,
                 force,
             })?;
-            println!(
+            render::out_line(&format!(
                 "key {}: secret {} (keep it offline), public {} (give it to the sites)",
                 files.key_id,
                 files.secret.display(),
                 files.public.display()
-            );
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Command::Join {
@@ -570,10 +570,7 @@ pub fn run() -> Result<ExitCode, Error> {
 
 fn print_json<T: serde::Serialize>(report: &T) {
     // Serialising plain report structs cannot fail.
-    println!(
-        "{}",
-        serde_json::to_string_pretty(report).unwrap_or_default()
-    );
+    render::out_line(&serde_json::to_string_pretty(report).unwrap_or_default());
 }
 
 /// SIGINT and SIGTERM end the process as the shell expects (exit 130 / 143), but first
@@ -618,7 +615,7 @@ fn emit<T: serde::Serialize>(
     if json {
         print_json(report);
     } else {
-        print!("{}", text(report));
+        render::out_text(&text(report));
     }
     Ok(ExitCode::SUCCESS)
 }

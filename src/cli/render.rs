@@ -623,11 +623,17 @@ fn services_table(services: &[archpack::compose::ServiceState]) -> String {
     )
 }
 
-/// A line on standard output; a reader gone (`serve | head`) costs the line, not the
-/// server.
-pub fn out_line(line: &str) {
+/// Text on standard output. A reader gone (`inspect | head`, `serve | head`) costs the
+/// text, not a panic (exit 101) or the server.
+pub fn out_text(text: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// A line on standard output (see [`out_text`]).
+pub fn out_line(line: &str) {
+    out_text(&format!("{line}\n"));
 }
 
 /// The access log of `serve`: one line per request, plain or JSON, on standard output.
