@@ -647,11 +647,7 @@ impl archpack::deliver::serve::ServeEvents for AccessLog {
             out_line(&serde_json::json!({"event": "listening", "listening": l}).to_string());
             return;
         }
-        let sets: Vec<String> = l
-            .layer_sets
-            .iter()
-            .map(|s| format!("{s:?}").to_lowercase())
-            .collect();
+        let sets: Vec<&str> = l.layer_sets.iter().map(|s| s.as_str()).collect();
         let mut out = format!(
             "serving {} at {} (layers: {}{})\n",
             plural(l.images.len(), "image"),
@@ -697,7 +693,7 @@ impl archpack::deliver::serve::ServeEvents for AccessLog {
             e.time, e.client, e.method, e.path, e.status, e.bytes, e.ms
         );
         if let Some(set) = e.layers {
-            line.push_str(&format!(" [{}]", format!("{set:?}").to_lowercase()));
+            line.push_str(&format!(" [{}]", set.as_str()));
         }
         if let Some(err) = &e.error {
             line.push_str(&format!(" error: {err}"));

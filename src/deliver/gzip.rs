@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 
 /// The gzip encoding's version: part of every cache key, so a change to
 /// `gzip_parallel`'s output (level, member size) never reuses old digests.
-pub const GZIP_SCHEME: &str = "gzip6-1MiB-members";
+const GZIP_SCHEME: &str = "gzip6-1MiB-members";
 
 /// `$XDG_CACHE_HOME/archpack/gzip-digests` (or `~/.cache/...`).
 pub fn default_digest_cache() -> Option<std::path::PathBuf> {
@@ -59,7 +59,7 @@ impl GzipDigestCache<'_> {
     }
 }
 
-pub const GZIP_BLOCK: usize = 1 << 20;
+const GZIP_BLOCK: usize = 1 << 20;
 
 /// pigz-style gzip: independent 1 MiB members compressed in parallel, written in order.
 /// Deterministic (same input, same bytes) and read by every gzip decoder (multi-member).
@@ -133,10 +133,7 @@ pub fn gzip_digest(
         });
     }
     let mut hasher = HashingWriter::new(io::sink());
-    let mut layer = reader
-        .layer_reader(m, &Silent)
-        .map_err(|fault| io::Error::new(io::ErrorKind::InvalidData, fault))?;
-    gzip_parallel(&mut layer, &mut hasher, threads)?;
+    write_gzip(reader, m, &mut hasher, threads)?;
     on_bytes(m.size);
     let (_, digest, size) = hasher.finish();
     cache.put(&m.digest, &digest, size);

@@ -95,14 +95,22 @@ impl State {
         lock(&self.faulty).get(digest).cloned()
     }
 
-    fn mark_faulty(&self, digest: &Digest, bundle: usize, member: &str, detail: String) {
+    /// Records member `member` of bundle `bundle`, asked for as `digest`, as faulty
+    /// (the first fault found stands); returns what is recorded.
+    fn mark_faulty(
+        &self,
+        digest: &Digest,
+        (bundle, member): (usize, usize),
+        detail: String,
+    ) -> FaultyMember {
         lock(&self.faulty)
             .entry(digest.clone())
             .or_insert_with(|| FaultyMember {
-                bundle: self.view.bundles[bundle].label.clone(),
-                member: member.to_string(),
+                bundle: self.label(bundle),
+                member: self.view.member_at(bundle, member).1.name.clone(),
                 detail,
-            });
+            })
+            .clone()
     }
 
     fn label(&self, bundle: usize) -> String {
@@ -178,18 +186,11 @@ pub(super) async fn run(
     events.listening(&Listening {
         url: url.clone(),
         images: view.images.clone(),
-        layer_sets: [LayerSet::Zstd, LayerSet::Gzip]
-            .into_iter()
-            .filter(|s| {
-                view.images
-                    .iter()
-                    .any(|i| i.indexes.contains_key(set_name(*s)))
-            })
-            .collect(),
+        layer_sets: view.choice.sets().to_vec(),
         gzip_passes: view.gzip_passes,
-        faulty_members: view.faulty.iter().map(|(_, f)| f.clone()).collect(),
+        faulty_members: view.faulty.values().cloned().collect(),
     });
-    let view_faulty: HashMap<Digest, FaultyMember> = view.faulty.iter().cloned().collect();
+    let faulty = view.faulty.clone();
     let state = Arc::new(State {
         view,
         events,
@@ -197,7 +198,7 @@ pub(super) async fn run(
         transfers: Arc::new(Semaphore::new(opts.max_transfers.max(1))),
         gzip_encodes: Arc::new(Semaphore::new(GZIP_ENCODES)),
         stats: Mutex::new(Stats::default()),
-        faulty: Mutex::new(view_faulty),
+        faulty: Mutex::new(faulty),
         verified: Mutex::new(HashSet::new()),
     });
     let connections_allowed = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -233,18 +234,11 @@ pub(super) async fn run(
                     Ok(stream) => {
                         connection(hyper_util::rt::TokioIo::new(stream), state, peer, stop).await
                     }
-                    Err(e) => state.record(
-                        entry_for(
-                            peer,
-                            "-",
-                            "-",
-                            None,
-                            0,
-                            format!("TLS handshake failed: {e}"),
-                        ),
-                        None,
-                        false,
-                    ),
+                    Err(e) => {
+                        let mut entry = entry_for(peer, "-", "-".into(), None);
+                        entry.error = Some(format!("TLS handshake failed: {e}"));
+                        state.record(entry, None, false)
+                    }
                 },
             }
         });
@@ -320,13 +314,6 @@ fn listen_addresses(listen: &str) -> Result<Vec<SocketAddr>, ServeError> {
 /// Resolves once a stop is asked for (or the stopper is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-fn set_name(set: LayerSet) -> &'static str {
-    match set {
-        LayerSet::Zstd => "zstd",
-        LayerSet::Gzip => "gzip",
-    }
 }
 
 /// One HTTP/1.1 connection; on a stop, requests under way finish and idle
@@ -418,26 +405,25 @@ fn json_reply(value: serde_json::Value, extra: Vec<(&'static str, String)>) -> R
     }
 }
 
+/// An access-log entry before its answer is known.
 fn entry_for(
     peer: SocketAddr,
     method: &str,
-    path: &str,
+    path: String,
     user_agent: Option<String>,
-    status: u16,
-    error: String,
 ) -> AccessEntry {
     AccessEntry {
         time: now(),
         client: peer.to_string(),
         method: method.to_string(),
-        path: path.to_string(),
-        status,
+        path,
+        status: 0,
         bytes: 0,
         ms: 0,
         user_agent,
         layers: None,
         bundle: None,
-        error: Some(error),
+        error: None,
     }
 }
 
@@ -464,19 +450,7 @@ async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> 
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let reply = route(&state, &req, user_agent.as_deref()).await;
-    let mut entry = AccessEntry {
-        time: now(),
-        client: peer.to_string(),
-        method: method.to_string(),
-        path,
-        status: 0,
-        bytes: 0,
-        ms: 0,
-        user_agent,
-        layers: None,
-        bundle: None,
-        error: None,
-    };
+    let mut entry = entry_for(peer, method.as_str(), path, user_agent);
     let head = method == Method::HEAD;
     let mut builder = Response::builder().header("docker-distribution-api-version", "registry/2.0");
     match reply {
@@ -682,7 +656,7 @@ async fn manifest(
     } else {
         let set = state.view.choice.for_client(user_agent);
         match state.view.resolve_tag(repo, reference, set) {
-            Some((d, set)) => (d.clone(), Some(set)),
+            Some(d) => (d.clone(), Some(set)),
             None => return unknown(),
         }
     };
@@ -713,9 +687,7 @@ async fn read_document(
     document: Document,
 ) -> Result<(Bytes, &'static str, Option<usize>), Reply> {
     match document {
-        Document::Built { bytes, media_type } => {
-            Ok((Bytes::from(bytes.to_vec()), media_type, None))
-        }
+        Document::Built { bytes, media_type } => Ok((bytes, media_type, None)),
         Document::Member {
             bundle,
             member,
@@ -732,16 +704,11 @@ async fn read_document(
             .await;
             match read {
                 Ok(Ok(bytes)) => Ok((Bytes::from(bytes), media_type, Some(bundle))),
-                Ok(Err(e)) => {
-                    let (_, m) = state.view.member_at(bundle, member);
-                    state.mark_faulty(digest, bundle, &m.name, e.to_string());
-                    let f = state.faulty(digest).unwrap_or_else(|| FaultyMember {
-                        bundle: state.label(bundle),
-                        member: m.name.clone(),
-                        detail: e.to_string(),
-                    });
-                    Err(faulty_reply(&f))
-                }
+                Ok(Err(e)) => Err(faulty_reply(&state.mark_faulty(
+                    digest,
+                    (bundle, member),
+                    e.to_string(),
+                ))),
                 Err(e) => Err(error_reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "UNKNOWN",
@@ -941,16 +908,11 @@ async fn check_whole(state: &Arc<State>, digest: &Digest, blob: &Blob) -> Result
             lock(&state.verified).insert(digest.clone());
             Ok(())
         }
-        Ok(Err(e)) => {
-            let (bundle, member) = blob_member(state, blob);
-            state.mark_faulty(digest, bundle, &member, e.to_string());
-            Err(state
-                .faulty(digest)
-                .map(|f| faulty_reply(&f))
-                .unwrap_or_else(|| {
-                    error_reply(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string())
-                }))
-        }
+        Ok(Err(e)) => Err(faulty_reply(&state.mark_faulty(
+            digest,
+            blob.member(),
+            e.to_string(),
+        ))),
         Err(e) => Err(error_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             "UNKNOWN",
@@ -959,37 +921,10 @@ async fn check_whole(state: &Arc<State>, digest: &Digest, blob: &Blob) -> Result
     }
 }
 
-fn blob_member(state: &State, blob: &Blob) -> (usize, String) {
-    let (Blob::Stored { bundle, member } | Blob::Gzip { bundle, member, .. }) = blob;
-    (
-        *bundle,
-        state.view.member_at(*bundle, *member).1.name.clone(),
-    )
-}
-
 /// The blob's bytes into `out`; `Ok` only when they are the ones the signed index names
 /// (digest and size; for gzip, the layer's own checks and the digest served in the
 /// manifest).
 fn write_blob(state: &State, digest: &Digest, blob: &Blob, out: &mut dyn Write) -> io::Result<()> {
-    write_blob_bytes(state, digest, blob, out).map_err(|e| {
-        if e.kind() == io::ErrorKind::BrokenPipe || is_window_filled(&e) {
-            return e;
-        }
-        // Say which member of which bundle, whatever the reader said.
-        let (bundle, member) = blob_member(state, blob);
-        io::Error::new(
-            e.kind(),
-            format!("{}: member {member}: {e}", state.label(bundle)),
-        )
-    })
-}
-
-fn write_blob_bytes(
-    state: &State,
-    digest: &Digest,
-    blob: &Blob,
-    out: &mut dyn Write,
-) -> io::Result<()> {
     let mismatch = |detail: String| io::Error::new(io::ErrorKind::InvalidData, detail);
     match blob {
         Blob::Stored { bundle, member } => {
@@ -1152,37 +1087,41 @@ fn produce(
                         }
                     }
                 }
+                // The client went away: nothing is wrong with the member.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => held.inner.fail(e),
                 Err(e) => {
-                    if e.kind() != io::ErrorKind::BrokenPipe {
-                        let (bundle, member) = blob_member(state, blob);
-                        state.mark_faulty(digest, bundle, &member, e.to_string());
-                    }
-                    held.inner.fail(e);
+                    let f = state.mark_faulty(digest, blob.member(), e.to_string());
+                    held.inner.fail(io::Error::new(e.kind(), f.to_string()));
                 }
             }
         }
         Some((skip, count)) => {
             // Checked whole before (check_whole): stored bytes are read in place, a gzip
             // encoding is made up to the range's end.
-            let mut window = Window {
-                inner: writer,
-                skip,
-                count,
-            };
+            let mut out = writer;
             let written = match blob {
                 Blob::Stored { bundle, member } => {
                     let (b, m) = state.view.member_at(*bundle, *member);
                     let mut part = b.reader.range_reader(m.offset + skip, count);
-                    window.skip = 0;
-                    io::copy(&mut part, &mut window).map(|_| ())
+                    io::copy(&mut part, &mut out).map(|_| ())
                 }
-                Blob::Gzip { .. } => write_blob(state, digest, blob, &mut window),
+                Blob::Gzip { .. } => {
+                    let mut window = Window {
+                        inner: &mut out,
+                        skip,
+                        count,
+                    };
+                    match write_blob(state, digest, blob, &mut window) {
+                        Err(e) if is_window_filled(&e) => Ok(()),
+                        other => other,
+                    }
+                }
             };
             match written {
-                Err(e) if !is_window_filled(&e) => window.inner.fail(e),
-                _ => {
-                    let _ = window.inner.close();
+                Ok(()) => {
+                    let _ = out.close();
                 }
+                Err(e) => out.fail(e),
             }
         }
     }

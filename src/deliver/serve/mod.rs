@@ -33,12 +33,6 @@ pub enum ServeError {
     },
     #[error("{bundle}: the index names {digest} but no member holds it")]
     MissingMember { bundle: String, digest: Digest },
-    #[error("{bundle}: member {member}: {detail}; nothing was served")]
-    Corrupt {
-        bundle: String,
-        member: String,
-        detail: String,
-    },
     #[error("--listen {address}: {error}{hint}")]
     Listen {
         address: String,
@@ -58,7 +52,7 @@ pub enum ServeError {
 impl ServeError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            ServeError::Corrupt { .. } | ServeError::MissingMember { .. } => exit::INTEGRITY,
+            ServeError::MissingMember { .. } => exit::INTEGRITY,
             ServeError::Format(e) => e.exit_code(),
             ServeError::TagConflict { .. }
             | ServeError::Listen { .. }
@@ -166,6 +160,16 @@ pub struct FaultyMember {
     pub bundle: String,
     pub member: String,
     pub detail: String,
+}
+
+impl std::fmt::Display for FaultyMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: member {}: {}",
+            self.bundle, self.member, self.detail
+        )
+    }
 }
 
 /// What a server did, from start to stop.

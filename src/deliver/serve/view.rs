@@ -23,13 +23,23 @@ pub struct ServedBundle {
 }
 
 /// The two sets of documents a bundle can be served as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LayerSet {
     /// The bundle's own index, manifests and zstd layers, byte for byte.
     Zstd,
     /// Manifests naming gzip re-encodings of the layers (Docker 20.10, old containerd).
     Gzip,
+}
+
+impl LayerSet {
+    /// As reports spell it (and as it serialises).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerSet::Zstd => "zstd",
+            LayerSet::Gzip => "gzip",
+        }
+    }
 }
 
 /// Which sets are served, and how a tag picks one (`--layer-format`).
@@ -42,12 +52,17 @@ pub enum LayerChoice {
 }
 
 impl LayerChoice {
-    fn serves(self, set: LayerSet) -> bool {
+    /// The sets served.
+    pub fn sets(self) -> &'static [LayerSet] {
         match self {
-            LayerChoice::Auto => true,
-            LayerChoice::Gzip => set == LayerSet::Gzip,
-            LayerChoice::Zstd => set == LayerSet::Zstd,
+            LayerChoice::Auto => &[LayerSet::Zstd, LayerSet::Gzip],
+            LayerChoice::Gzip => &[LayerSet::Gzip],
+            LayerChoice::Zstd => &[LayerSet::Zstd],
         }
+    }
+
+    fn serves(self, set: LayerSet) -> bool {
+        self.sets().contains(&set)
     }
 
     /// The set a tag resolves to for a client that says it is `user_agent`.
@@ -107,7 +122,7 @@ pub enum Document {
     },
     /// Built at start (the gzip set).
     Built {
-        bytes: std::sync::Arc<[u8]>,
+        bytes: bytes::Bytes,
         media_type: &'static str,
     },
 }
@@ -125,15 +140,23 @@ pub enum Blob {
     },
 }
 
-#[derive(Debug, Default)]
-struct Tag {
-    /// The image index each set answers the tag with.
-    by_set: HashMap<LayerSet, Digest>,
+impl Blob {
+    /// The bundle and member its bytes come from.
+    pub fn member(&self) -> (usize, usize) {
+        match self {
+            Blob::Stored { bundle, member } | Blob::Gzip { bundle, member, .. } => {
+                (*bundle, *member)
+            }
+        }
+    }
 }
+
+/// The image index each set served answers a tag with.
+type IndexBySet = BTreeMap<LayerSet, Digest>;
 
 #[derive(Debug, Default)]
 struct Repository {
-    tags: BTreeMap<String, Tag>,
+    tags: BTreeMap<String, IndexBySet>,
     /// Every document and blob reachable from the repository's tags.
     digests: HashSet<Digest>,
     /// Docker Hub's `library/X` for `X`: answered, not listed in the catalog.
@@ -150,7 +173,7 @@ pub struct ServedImage {
     pub tag: String,
     pub platforms: Vec<String>,
     /// The image index per set served.
-    pub indexes: BTreeMap<String, Digest>,
+    pub indexes: IndexBySet,
     /// Platforms left out of the gzip set: a layer failed its check at start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_in_gzip: Vec<String>,
@@ -164,7 +187,7 @@ pub struct RegistryView {
     pub gzip_passes: usize,
     /// Layers that failed their check at start (by zstd digest): never served, and the
     /// platforms using them are left out of the gzip set.
-    pub faulty: Vec<(Digest, super::FaultyMember)>,
+    pub faulty: HashMap<Digest, super::FaultyMember>,
     repositories: BTreeMap<String, Repository>,
     documents: HashMap<Digest, Document>,
     blobs: HashMap<Digest, Blob>,
@@ -191,7 +214,7 @@ impl RegistryView {
             choice: opts.choice,
             images: Vec::new(),
             gzip_passes: 0,
-            faulty: Vec::new(),
+            faulty: HashMap::new(),
             repositories: BTreeMap::new(),
             documents: HashMap::new(),
             blobs: HashMap::new(),
@@ -222,13 +245,11 @@ impl RegistryView {
                     (b, image.index.clone()),
                 );
                 let mut reachable = HashSet::new();
-                let mut indexes = BTreeMap::new();
-                let mut by_set = HashMap::new();
+                let mut indexes = IndexBySet::new();
                 let mut not_in_gzip = Vec::new();
                 if opts.choice.serves(LayerSet::Zstd) {
                     let digest = view.add_stored_set(b, image, &mut reachable)?;
-                    indexes.insert("zstd".to_string(), digest.clone());
-                    by_set.insert(LayerSet::Zstd, digest);
+                    indexes.insert(LayerSet::Zstd, digest);
                 }
                 if opts.choice.serves(LayerSet::Gzip) {
                     let digest = view.add_gzip_set(
@@ -238,19 +259,13 @@ impl RegistryView {
                         &mut reachable,
                         &mut not_in_gzip,
                     )?;
-                    indexes.insert("gzip".to_string(), digest.clone());
-                    by_set.insert(LayerSet::Gzip, digest);
+                    indexes.insert(LayerSet::Gzip, digest);
                 }
                 for (repo, alias) in names.all() {
                     let r = view.repositories.entry(repo).or_default();
                     r.alias = alias;
                     r.digests.extend(reachable.iter().cloned());
-                    r.tags.insert(
-                        tag.clone(),
-                        Tag {
-                            by_set: by_set.clone(),
-                        },
-                    );
+                    r.tags.insert(tag.clone(), indexes.clone());
                 }
                 view.images.push(ServedImage {
                     bundle: view.bundles[b].label.clone(),
@@ -294,15 +309,25 @@ impl RegistryView {
         for p in &image.platforms {
             self.add_stored_document(b, &p.manifest, MANIFEST_TYPE, reachable)?;
             for d in std::iter::once(&p.config).chain(&p.layers) {
-                let (i, _) = self.member(b, d)?;
-                self.blobs.entry(d.clone()).or_insert(Blob::Stored {
-                    bundle: b,
-                    member: i,
-                });
-                reachable.insert(d.clone());
+                self.add_stored_blob(b, d, reachable)?;
             }
         }
         Ok(image.index.clone())
+    }
+
+    /// Member `digest` of bundle `b` as a blob, as stored; returns the member.
+    fn add_stored_blob(
+        &mut self,
+        b: usize,
+        digest: &Digest,
+        reachable: &mut HashSet<Digest>,
+    ) -> Result<usize, ServeError> {
+        let (member, _) = self.member(b, digest)?;
+        self.blobs
+            .entry(digest.clone())
+            .or_insert(Blob::Stored { bundle: b, member });
+        reachable.insert(digest.clone());
+        Ok(member)
     }
 
     fn add_stored_document(
@@ -336,25 +361,23 @@ impl RegistryView {
     ) -> Result<Digest, ServeError> {
         let mut descriptors = Vec::new();
         for p in &image.platforms {
-            if p.layers.iter().any(|l| !gzip_digests.contains_key(l)) {
+            let Some(encoded) = p
+                .layers
+                .iter()
+                .map(|l| gzip_digests.get(l))
+                .collect::<Option<Vec<_>>>()
+            else {
                 // A layer failed at start: no digest to name it by.
                 not_in_gzip.push(p.platform.to_string());
                 continue;
-            }
-            let (ci, config) = self.member(b, &p.config)?;
+            };
+            let config = self.add_stored_blob(b, &p.config, reachable)?;
+            let config = &self.bundles[b].reader.index.members[config];
             let config_descriptor =
                 oci::descriptor(MediaType::ImageConfig, &config.digest, config.size);
-            self.blobs.entry(p.config.clone()).or_insert(Blob::Stored {
-                bundle: b,
-                member: ci,
-            });
-            reachable.insert(p.config.clone());
             let mut layers = Vec::new();
-            for l in &p.layers {
+            for (l, gz) in p.layers.iter().zip(encoded) {
                 let (li, _) = self.member(b, l)?;
-                let Some(gz) = gzip_digests.get(l) else {
-                    continue;
-                };
                 layers.push(oci::descriptor(
                     MediaType::ImageLayerGzip,
                     &gz.digest,
@@ -419,7 +442,7 @@ impl RegistryView {
         progress.start("learning the layers' gzip digests", Some(total));
         let mut digests = HashMap::new();
         let mut passes = 0;
-        let mut faulty = Vec::new();
+        let mut faulty = HashMap::new();
         for (b, m) in layers {
             let known = match gzip::gzip_digest(
                 &self.bundles[b].reader,
@@ -431,14 +454,14 @@ impl RegistryView {
                 Ok(known) => known,
                 Err(error) => {
                     // Served as faulty, not refused: the rest of the bundles is good.
-                    faulty.push((
+                    faulty.insert(
                         m.digest.clone(),
                         super::FaultyMember {
                             bundle: self.bundles[b].label.clone(),
                             member: m.name.clone(),
                             detail: error.to_string(),
                         },
-                    ));
+                    );
                     continue;
                 }
             };
@@ -472,14 +495,9 @@ impl RegistryView {
         self.repositories.contains_key(repo)
     }
 
-    /// The index `tag` of `repo` resolves to in `set` (falling back to the other set
-    /// when only one is served).
-    pub fn resolve_tag(&self, repo: &str, tag: &str, set: LayerSet) -> Option<(&Digest, LayerSet)> {
-        let t = self.repositories.get(repo)?.tags.get(tag)?;
-        t.by_set
-            .get(&set)
-            .map(|d| (d, set))
-            .or_else(|| t.by_set.iter().next().map(|(s, d)| (d, *s)))
+    /// The index `tag` of `repo` resolves to in `set` (one of `choice.sets()`).
+    pub fn resolve_tag(&self, repo: &str, tag: &str, set: LayerSet) -> Option<&Digest> {
+        self.repositories.get(repo)?.tags.get(tag)?.get(&set)
     }
 
     /// A document of `repo` by digest.
