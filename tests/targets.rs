@@ -179,27 +179,13 @@ fn serve_on_target(
     public: &Path,
     ids: &[(String, String, String)],
 ) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut command = Std::new(bins.join(format!("archpack-linux-{target}")));
-    if let Some(cpu) = qemu_cpu(target) {
-        command.env("QEMU_CPU", cpu);
-    }
-    let mut server = command
-        .env(
-            "XDG_CACHE_HOME",
-            bundle.with_file_name(format!("cache-{target}")),
-        )
-        .args(["serve", "-q", "--listen", &addr, "--trust"])
-        .arg(public)
-        .arg(bundle)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let listening = (0..1200).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        std::net::TcpStream::connect(&addr).is_ok()
-    });
+    let server = ServeOnTarget::start(
+        bins,
+        target,
+        &bundle.with_file_name(format!("cache-{target}")),
+        &["--trust".as_ref(), public.as_os_str(), bundle.as_os_str()],
+    );
+    let addr = &server.addr;
     let fetch = |path: &str, user_agent: &str| -> Vec<u8> {
         let mut r = ureq::get(format!("http://{addr}{path}"))
             .header("User-Agent", user_agent)
@@ -211,37 +197,73 @@ fn serve_on_target(
             .read_to_vec()
             .unwrap()
     };
-    let checks = listening.then(|| {
-        for user_agent in ["containerd/2.1.4", "docker/20.10.24"] {
-            let index: Value =
-                serde_json::from_slice(&fetch("/v2/svc/manifests/v1.0", user_agent)).unwrap();
-            let arm64 = index["manifests"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|m| m["platform"]["architecture"] == "arm64")
-                .unwrap()["digest"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            let manifest: Value =
-                serde_json::from_slice(&fetch(&format!("/v2/svc/manifests/{arm64}"), user_agent))
-                    .unwrap();
-            let config = manifest["config"]["digest"].as_str().unwrap();
-            assert_eq!(config, id_for(ids, "svc:v1.0", "arm64"), "{target}");
-            for digest in [config, manifest["layers"][0]["digest"].as_str().unwrap()] {
-                let blob = fetch(&format!("/v2/svc/blobs/{digest}"), user_agent);
-                assert_eq!(
-                    format!("sha256:{}", sha256_hex(&blob)),
-                    digest,
-                    "{target} {user_agent}"
-                );
-            }
+    for user_agent in ["containerd/2.1.4", "docker/20.10.24"] {
+        let index: Value =
+            serde_json::from_slice(&fetch("/v2/svc/manifests/v1.0", user_agent)).unwrap();
+        let arm64 = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == "arm64")
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let manifest: Value =
+            serde_json::from_slice(&fetch(&format!("/v2/svc/manifests/{arm64}"), user_agent))
+                .unwrap();
+        let config = manifest["config"]["digest"].as_str().unwrap();
+        assert_eq!(config, id_for(ids, "svc:v1.0", "arm64"), "{target}");
+        for digest in [config, manifest["layers"][0]["digest"].as_str().unwrap()] {
+            let blob = fetch(&format!("/v2/svc/blobs/{digest}"), user_agent);
+            assert_eq!(
+                format!("sha256:{}", sha256_hex(&blob)),
+                digest,
+                "{target} {user_agent}"
+            );
         }
-    });
-    let _ = server.kill();
-    let _ = server.wait();
-    checks.unwrap_or_else(|| panic!("{target}: serve never listened on {addr}"));
+    }
+}
+
+/// The target's static binary running `serve` with `args` on a free loopback port, its
+/// gzip digest cache in `cache`; killed on drop.
+struct ServeOnTarget {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl ServeOnTarget {
+    /// Started and listening (under emulation the start pass, learning gzip digests,
+    /// takes seconds, not milliseconds).
+    fn start(bins: &Path, target: &str, cache: &Path, args: &[&std::ffi::OsStr]) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut command = Std::new(bins.join(format!("archpack-linux-{target}")));
+        if let Some(cpu) = qemu_cpu(target) {
+            command.env("QEMU_CPU", cpu);
+        }
+        let child = command
+            .env("XDG_CACHE_HOME", cache)
+            .args(["serve", "-q", "--listen", &addr])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = ServeOnTarget { child, addr };
+        assert!(
+            port_opens_within(&server.addr, std::time::Duration::from_secs(120)),
+            "{target}: serve never listened on {}",
+            server.addr
+        );
+        server
+    }
+}
+
+impl Drop for ServeOnTarget {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A root holding only busybox (static) for `arch`, with `/dev/null`.
@@ -706,25 +728,15 @@ fn on_an_emulated_arm64_host_the_arm64_binary_probes_and_loads_arm64() {
         "{}",
         String::from_utf8_lossy(&rmi.stderr)
     );
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut server = Std::new(bins.join("archpack-linux-arm64"))
-        .env("XDG_CACHE_HOME", dir.path().join("cache"))
-        .args(["serve", "-q", "--allow-unsigned", "--listen", &addr])
-        .arg(&bundle)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Under emulation the start pass (gzip digests) takes seconds, not milliseconds.
-    let listening = (0..1200).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        std::net::TcpStream::connect(&addr).is_ok()
-    });
-    let reference = format!("{addr}/other:v2");
-    let pull = listening.then(|| engine.docker(&["pull", "-q", &reference]));
-    let _ = server.kill();
-    let _ = server.wait();
-    let pull = pull.expect("the arm64 serve never listened");
+    let server = ServeOnTarget::start(
+        &bins,
+        "arm64",
+        &dir.path().join("cache"),
+        &["--allow-unsigned".as_ref(), bundle.as_os_str()],
+    );
+    let reference = format!("{}/other:v2", server.addr);
+    let pull = engine.docker(&["pull", "-q", &reference]);
+    drop(server);
     assert!(
         pull.status.success(),
         "{}",

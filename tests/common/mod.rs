@@ -550,13 +550,24 @@ pub fn free_port() -> u16 {
 
 /// Waits (up to 5 s) until something listens on `addr`.
 pub fn wait_for_port(addr: &str) {
-    for _ in 0..100 {
+    assert!(
+        port_opens_within(addr, std::time::Duration::from_secs(5)),
+        "nothing listens on {addr}"
+    );
+}
+
+/// Whether something listens on `addr` within `limit` (polled every 50 ms).
+pub fn port_opens_within(addr: &str, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
         if std::net::TcpStream::connect(addr).is_ok() {
-            return;
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!("nothing listens on {addr}");
 }
 
 /// The image ID `ids` (from [`image_ids`]) gives `name` on the platform naming `arch`.
