@@ -122,6 +122,8 @@ work=$(mktemp -d /tmp/archpack-bench.XXXXXX)
 disks=$(mktemp -d /dev/shm/archpack-bench.XXXXXX)
 cleanup() {
   for e in "$work"/e*; do [ -d "$e" ] && scripts/engine.sh stop "$e" >/dev/null 2>&1; done
+  # Registries and serve started by the serve rows.
+  for p in "$work"/registry-*/pid "$work"/serve.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
   { grep -o " $work[^ ]*" /proc/mounts || true; } | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$work" "$disks"
 }
@@ -275,11 +277,14 @@ echo "== serve vs docker-registry"
 serve_pull() { # LABEL ADDR
   rm -rf "$work/pulled"; mkdir -p "$work/pulled"
   t=$(now)
+  local pids=() pid
   for svc in $services; do
     skopeo copy -q --src-tls-verify=false --override-arch "$host_arch" \
       "docker://$2/$svc:v1" "oci:$work/pulled/$svc:x" &
+    pids+=($!)
   done
-  wait
+  # Only the pulls: a bare `wait` would also wait for the server running beside them.
+  for pid in "${pids[@]}"; do wait "$pid" || { echo "bench: a pull from $2 failed" >&2; exit 1; }; done
   record "$1" "$(since "$t")"
 }
 registry_for() { # FORMAT -> prints the address
@@ -299,6 +304,7 @@ for fmt in zstd gzip; do
   "$archpack" serve -q --trust "$work/ap/bench.pub" --layer-format $fmt --listen 127.0.0.1:0 \
     "$work/ap/app.archpack" >"$work/serve-$fmt.log" 2>&1 &
   serve_pid=$!
+  echo "$serve_pid" >"$work/serve.pid"
   for _ in $(seq 1 600); do grep -q '^serving' "$work/serve-$fmt.log" && break; sleep 0.1; done
   served=$(sed -n 's|^serving .* at http://\([^ ]*\) .*|\1|p' "$work/serve-$fmt.log")
   for rep in $(seq 1 "$reps"); do
