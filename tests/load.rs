@@ -563,3 +563,123 @@ fn a_bundle_with_a_bad_name_is_refused_before_anything_is_sent() {
         );
     }
 }
+
+/// Three images on one base, diverging above it (a base, then a top of 2, 200 and
+/// 100 KiB of noise): a bundle made from their docker-archives, and each top's diff_id.
+fn diverging_bundle(dir: &Path) -> (std::path::PathBuf, Vec<String>) {
+    let base = layer_tar(&[("base/data", &incompressible(300 << 10, 1))]);
+    let mut sources = Vec::new();
+    let mut tops = Vec::new();
+    for (name, kib, seed) in [("lean", 2, 2), ("heavy", 200, 3), ("middle", 100, 4)] {
+        let top = layer_tar(&[(
+            &format!("{name}/data") as &str,
+            &incompressible(kib << 10, seed),
+        )]);
+        tops.push(format!("sha256:{}", sha256_hex(&top)));
+        let archive = dir.join(format!("{name}.tar"));
+        write_image_archive(
+            &archive,
+            &format!("{name}:v1"),
+            serde_json::json!({"architecture": native_arch(), "os": "linux",
+                               "config": {"Cmd": ["/bin/sh"]}}),
+            &[base.clone(), top],
+        );
+        sources.push(format!("docker-archive:{}", archive.display()));
+    }
+    let bundle = dir.join("diverging.archpack");
+    archpack()
+        .args(["create", "-q", "--level", "1", "-o"])
+        .arg(&bundle)
+        .args(&sources)
+        .assert()
+        .success();
+    (bundle, tops)
+}
+
+#[test]
+fn images_that_diverge_above_a_shared_base_go_as_concurrent_requests() {
+    if skip(&[Need::OwnEngine]) {
+        return;
+    }
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, _) = diverging_bundle(dir.path());
+    let v = load_json(&engine, &bundle, &[]);
+    // The lean image brings the base alone; the other two then go side by side.
+    assert_eq!(v["engineRequests"], 3, "{v}");
+    assert_eq!(v["concurrentRequests"], 2, "{v}");
+    let ids = image_ids(&bundle);
+    for name in ["lean:v1", "heavy:v1", "middle:v1"] {
+        assert_eq!(
+            engine.inspect(name, "{{.Id}}"),
+            Some(id_for(&ids, name, native_arch())),
+            "{name}"
+        );
+    }
+    // Untagged requests, tagged at the end: no image is left without a name.
+    let dangling = engine.docker(&["images", "-q", "--filter", "dangling=true"]);
+    assert!(String::from_utf8_lossy(&dangling.stdout).trim().is_empty());
+    let all = engine.docker(&["images", "-q", "--no-trunc"]);
+    assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 3);
+
+    // The text report says how it went; a reload sends nothing.
+    let again = engine
+        .archpack()
+        .args(["load", "--allow-unsigned"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("sent 0 B"));
+    let engine2 = TestEngine::start();
+    let text = engine2
+        .archpack()
+        .args(["load", "--allow-unsigned"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(text.status.success());
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("as 3 requests, up to 2 at once"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+}
+
+#[test]
+fn a_corrupt_layer_in_a_later_request_takes_out_what_earlier_requests_loaded() {
+    if skip(&[Need::OwnEngine]) {
+        return;
+    }
+    let engine = TestEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, tops) = diverging_bundle(dir.path());
+    // The middle image's own layer: sent in the second wave, after the lean image is in.
+    let index = bundle_index(&bundle);
+    let member = index["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["diffId"] == tops[2].as_str())
+        .unwrap()
+        .clone();
+    let at = (member["offset"].as_u64().unwrap() + member["size"].as_u64().unwrap() / 2) as usize;
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    bytes[at] ^= 0x10;
+    std::fs::write(&bundle, bytes).unwrap();
+    engine
+        .archpack()
+        .args(["load", "--allow-unsigned"])
+        .arg(&bundle)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(member["name"].as_str().unwrap()))
+        .stderr(predicate::str::contains("nothing was loaded"));
+    assert!(engine.tags().is_empty(), "tagged: {:?}", engine.tags());
+    let out = engine.docker(&["images", "-aq"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "left in the engine: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

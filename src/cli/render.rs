@@ -441,7 +441,7 @@ pub fn load(report: &LoadReport) -> String {
         &rows,
     ));
     out.push_str(&format!(
-        "\n{} {} in {} ({} already present{}); read {} of the bundle\n",
+        "\n{} {} in {} ({} already present{}){}; read {} of the bundle\n",
         if report.dry_run { "would send" } else { "sent" },
         human_bytes(if report.dry_run {
             report.bytes_to_send
@@ -455,6 +455,14 @@ pub fn load(report: &LoadReport) -> String {
                 format!("; every layer of a missing image is sent: {why}")
             }
             _ => String::new(),
+        },
+        if report.concurrent_requests > 1 {
+            format!(
+                " as {} requests, up to {} at once",
+                report.engine_requests, report.concurrent_requests
+            )
+        } else {
+            String::new()
         },
         human_bytes(report.bundle_bytes_read),
     ));

@@ -61,6 +61,8 @@ pub struct Skip {
     pub chains: HashSet<Digest>,
     /// Leave the diff_id hash to the consumer, which checks it itself (the engine does).
     pub diff_id_hashing: bool,
+    /// Name no tags in the archive: the caller tags once every part of a load is in.
+    pub tags: bool,
 }
 
 /// Layers a delta bundle does not hold whole, supplied from elsewhere (the engine's
@@ -245,7 +247,7 @@ pub fn write_docker_archive<W: Write>(
         }
         manifest.push(ArchiveManifestEntry {
             config: config_name,
-            repo_tags: tags,
+            repo_tags: if skip.tags { Vec::new() } else { tags },
             layers: layer_names,
         });
     }

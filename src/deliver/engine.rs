@@ -19,13 +19,16 @@
 use crate::deliver::archive::{
     write_docker_archive, write_oci_archive, ArchiveError, ExtraLayers, Skip,
 };
+use crate::deliver::waves::{plan_waves, ImageLayers, Wave};
 use crate::digest::Digest;
 use crate::docker::{Engine, EngineError};
 use crate::platform::{Platform, Selected};
-use crate::progress::Progress;
+use crate::progress::{Progress, Silent};
 use crate::reference::ImageRef;
 use archpack_format::{chain_ids, exit, BundleReader};
-use bollard::query_parameters::{ImportImageOptions, ListImagesOptions, TagImageOptions};
+use bollard::query_parameters::{
+    ImportImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions,
+};
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -55,6 +58,11 @@ pub enum LoadError {
         missing: Vec<String>,
         fix: String,
     },
+    #[error("{error}\nthe images an earlier request of this load put in could not all be taken out again: {}; remove them with `docker rmi`", left.join(", "))]
+    PartlyLoaded {
+        error: Box<LoadError>,
+        left: Vec<String>,
+    },
     #[error("after loading, {image} is {found} in the engine, expected {expected}")]
     Mismatch {
         image: String,
@@ -67,6 +75,7 @@ impl LoadError {
     pub fn exit_code(&self) -> u8 {
         match self {
             LoadError::Archive(e) => e.exit_code(),
+            LoadError::PartlyLoaded { error, .. } => error.exit_code(),
             LoadError::LayerMismatch(_) => exit::INTEGRITY,
             LoadError::Engine(_)
             | LoadError::NoSpace { .. }
@@ -127,6 +136,8 @@ pub struct EngineState {
     pub root_dir: Option<String>,
     /// The engine's disk is this host's (a local socket): free space can be checked.
     pub local: bool,
+    /// The engine host's CPUs, as it reports them.
+    pub cpus: usize,
 }
 
 impl EngineState {
@@ -158,6 +169,7 @@ pub fn engine_state(engine: &Engine, every_layer: bool) -> Result<EngineState, L
         held_layers: HashMap::new(),
         root_dir: info.docker_root_dir.clone(),
         local: engine.endpoint.is_local(),
+        cpus: info.ncpu.unwrap_or(1).max(1) as usize,
     };
     let ids: Vec<Digest> = images
         .iter()
@@ -299,7 +311,29 @@ pub struct LoadPlan {
     pub layers_to_send: usize,
     pub layers_present: usize,
     pub free_space: Option<u64>,
+    /// The requests that send it (positions in the selection), wave by wave.
+    pub waves: Vec<Wave>,
 }
+
+impl LoadPlan {
+    /// How many requests the load makes.
+    pub fn requests(&self) -> usize {
+        self.waves.iter().map(|w| w.requests.len()).sum()
+    }
+
+    /// The most requests at once.
+    pub fn most_at_once(&self) -> usize {
+        self.waves
+            .iter()
+            .map(|w| w.requests.len())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Requests at once, at most: each holds a zstd window (16 MiB) and a writer thread.
+/// On 2 cores two carried the engine's registration onto both (tests/bench: load).
+const MAX_CONCURRENT_REQUESTS: usize = 2;
 
 pub fn plan(
     reader: &BundleReader,
@@ -318,9 +352,14 @@ pub fn plan(
     let mut layers_to_send = 0;
     let mut layers_present = 0;
     let mut counted = HashSet::new();
-    for s in selected {
+    // Each image's chains with their layer bytes, for the waves; present images skipped.
+    let mut layered: Vec<ImageLayers> = Vec::with_capacity(selected.len());
+    let mut present_at = HashSet::new();
+    for (at, s) in selected.iter().enumerate() {
         if state.present_images.contains(state.store.image_id(s.entry)) {
             skip.images.insert(s.entry.config.clone());
+            present_at.insert(at);
+            layered.push(ImageLayers { chains: Vec::new() });
             continue;
         }
         if let Some(m) = index.member_by_digest(&s.entry.config) {
@@ -332,8 +371,10 @@ pub fn plan(
                 member: s.image.name.clone(),
                 detail: "the index gives a layer no diffId".into(),
             })?;
+        let mut chains = Vec::with_capacity(diffs.len());
         for (blob, chain) in s.entry.layers.iter().zip(chain_ids(&diffs)) {
             let layer = index.layer(blob);
+            chains.push((chain.clone(), layer.map_or(0, |l| l.uncompressed_size())));
             // A delta's layer whose blob a manifest the containerd store has names.
             let blob_in_engine = state.store == Store::Containerd
                 && matches!(layer, Some(archpack_format::LayerStorage::Required(r))
@@ -353,7 +394,16 @@ pub fn plan(
                 };
             }
         }
+        layered.push(ImageLayers { chains });
     }
+    // Concurrent requests need the bundle readable in any order, and whole: a delta's
+    // other layers come from one reader of the engine's export or a base bundle.
+    let parallel = if state.store == Store::Classic && reader.random_access() && !index.is_delta() {
+        state.cpus.min(MAX_CONCURRENT_REQUESTS)
+    } else {
+        1
+    };
+    let waves = plan_waves(&layered, &present_at, &skip.chains, parallel);
     let free_space = state
         .root_dir
         .as_deref()
@@ -367,6 +417,7 @@ pub fn plan(
         layers_to_send,
         layers_present,
         free_space,
+        waves,
     })
 }
 
@@ -395,7 +446,10 @@ pub fn check_space(plan: &LoadPlan, state: &EngineState) -> Result<(), LoadError
     Ok(())
 }
 
-/// Streams the planned images into the engine. Returns the number of archive bytes sent.
+/// Streams the planned images into the engine, wave by wave; a wave's requests at once.
+/// Returns the number of archive bytes sent. When a load takes several requests, every
+/// archive goes untagged ([`tag_and_check`] tags at the end) and a failure takes out
+/// again what earlier requests put in: a load is still all or nothing.
 pub fn send(
     engine: &Engine,
     reader: &BundleReader,
@@ -404,23 +458,143 @@ pub fn send(
     extra: &(dyn ExtraLayers + Sync),
     progress: &dyn Progress,
 ) -> Result<u64, LoadError> {
-    if selected
-        .iter()
-        .all(|s| plan.skip.images.contains(&s.entry.config))
-    {
-        return Ok(0);
+    let mut skip = plan.skip.clone();
+    skip.tags = plan.requests() > 1;
+    let mut loaded: Vec<&Digest> = Vec::new();
+    let mut sent = 0;
+    for wave in &plan.waves {
+        let parts: Vec<Vec<Selected>> = wave
+            .requests
+            .iter()
+            .map(|r| r.iter().map(|&i| selected[i].clone()).collect())
+            .collect();
+        let results: Vec<Result<u64, LoadError>> = match parts.as_slice() {
+            [one] => vec![send_request(
+                engine, reader, one, plan.store, &skip, extra, progress, progress,
+            )],
+            _ => {
+                progress.start(
+                    &format!("sending ({} requests at once)", parts.len()),
+                    Some(wave.bytes),
+                );
+                let shared = Overlapped(progress);
+                let skip = &skip;
+                let results = std::thread::scope(|scope| {
+                    let running: Vec<_> = parts
+                        .iter()
+                        .map(|part| {
+                            let shared = &shared;
+                            scope.spawn(move || {
+                                send_request(
+                                    engine, reader, part, plan.store, skip, extra, shared, &Silent,
+                                )
+                            })
+                        })
+                        .collect();
+                    running
+                        .into_iter()
+                        .map(|r| {
+                            r.join().unwrap_or_else(|_| {
+                                Err(LoadError::Refused("an archive writer panicked".into()))
+                            })
+                        })
+                        .collect()
+                });
+                progress.finish();
+                results
+            }
+        };
+        let mut failure: Option<LoadError> = None;
+        for (part, result) in parts.iter().zip(results) {
+            match result {
+                Ok(n) => {
+                    sent += n;
+                    loaded.extend(part.iter().map(|s| &s.entry.config));
+                    for s in part {
+                        let diffs = reader.index.diff_ids_of(s.entry).unwrap_or_default();
+                        skip.chains.extend(chain_ids(&diffs));
+                    }
+                }
+                // The bundle's own fault is the better message when several failed.
+                Err(e) => {
+                    if failure
+                        .as_ref()
+                        .is_none_or(|f| f.exit_code() != exit::INTEGRITY)
+                    {
+                        failure = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(error) = failure {
+            return Err(take_out(engine, &loaded, error));
+        }
     }
+    Ok(sent)
+}
+
+/// Takes the images earlier requests loaded (untagged, absent before) out again after
+/// `error`; says which stayed if any could not be removed.
+fn take_out(engine: &Engine, loaded: &[&Digest], error: LoadError) -> LoadError {
+    let left: Vec<String> = loaded
+        .iter()
+        .filter_map(|id| {
+            let id = id.to_string();
+            let removed = engine.runtime.block_on(engine.client.remove_image(
+                &id,
+                Some(RemoveImageOptions {
+                    force: false,
+                    noprune: false,
+                    ..Default::default()
+                }),
+                None,
+            ));
+            removed.err().map(|e| format!("{id} ({e})"))
+        })
+        .collect();
+    if left.is_empty() {
+        error
+    } else {
+        LoadError::PartlyLoaded {
+            error: Box::new(error),
+            left,
+        }
+    }
+}
+
+/// Several requests' progress as one bar: only their byte counts reach it.
+struct Overlapped<'a>(&'a dyn Progress);
+
+impl Progress for Overlapped<'_> {
+    fn advance(&self, bytes: u64) {
+        self.0.advance(bytes);
+    }
+}
+
+/// One `POST /images/load` of `part`: the archive written as the engine reads it.
+/// `sending` sees the archive's bytes, `engine_side` the engine's per-layer progress.
+#[allow(clippy::too_many_arguments)]
+fn send_request(
+    engine: &Engine,
+    reader: &BundleReader,
+    part: &[Selected],
+    store: Store,
+    skip: &Skip,
+    extra: &(dyn ExtraLayers + Sync),
+    sending: &dyn Progress,
+    engine_side: &dyn Progress,
+) -> Result<u64, LoadError> {
     let (writer, receiver) = crate::bridge::chunk_channel(8, "the engine closed the load request");
     let body = receiver.into_stream();
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
             let mut out = writer;
-            let result = match plan.store {
+            let result = match store {
                 Store::Containerd => {
-                    write_oci_archive(reader, selected, &plan.skip, extra, &mut out, 0, progress)
+                    write_oci_archive(reader, part, skip, extra, &mut out, 0, sending)
                 }
                 Store::Classic | Store::Podman => {
-                    write_docker_archive(reader, selected, &plan.skip, extra, &mut out, 0, progress)
+                    write_docker_archive(reader, part, skip, extra, &mut out, 0, sending)
                 }
             };
             match &result {
@@ -455,15 +629,15 @@ pub fn send(
                                 detail.total.unwrap_or(0).max(0) as u64,
                             );
                             if engine_layer.as_deref() != Some(id) {
-                                progress.finish();
-                                progress.start(
+                                engine_side.finish();
+                                engine_side.start(
                                     &format!("engine: layer {}", &id[..id.len().min(12)]),
                                     (total > 0).then_some(total),
                                 );
                                 engine_layer = Some(id.clone());
                                 engine_done = 0;
                             }
-                            progress.advance(current.saturating_sub(engine_done));
+                            engine_side.advance(current.saturating_sub(engine_done));
                             engine_done = current.max(engine_done);
                         }
                         if let Some(line) = info.stream.as_deref() {
@@ -481,7 +655,7 @@ pub fn send(
                     }
                 }
             }
-            progress.finish();
+            engine_side.finish();
             (loaded, refusal)
         });
         let produced = producer

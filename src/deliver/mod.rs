@@ -9,3 +9,4 @@ pub mod gzip;
 pub mod registry;
 pub mod resolve;
 pub mod serve;
+pub mod waves;

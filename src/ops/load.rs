@@ -66,6 +66,10 @@ pub struct LoadReport {
     pub archive_bytes_sent: u64,
     pub layers_to_send: usize,
     pub layers_present: usize,
+    /// `POST /images/load` requests the load makes, and the most of them at once
+    /// (images that share only layers already in go side by side).
+    pub engine_requests: usize,
+    pub concurrent_requests: usize,
     pub bundle_bytes_read: u64,
     /// Why every layer of a missing image is sent, when the engine needs that.
     pub full_uploads: Option<String>,
@@ -181,6 +185,8 @@ pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Er
         archive_bytes_sent: sent,
         layers_to_send: plan.layers_to_send,
         layers_present: plan.layers_present,
+        engine_requests: plan.requests(),
+        concurrent_requests: plan.most_at_once(),
         bundle_bytes_read: reader.bytes_read(),
         full_uploads: state.full_uploads().map(String::from),
         store: state.store,

@@ -847,6 +847,12 @@ impl BundleReader {
         Ok(buf)
     }
 
+    /// Whether members can be read in any order and several at once (a file or a
+    /// volume set; not a stream).
+    pub fn random_access(&self) -> bool {
+        !matches!(self.backing, Backing::Stream(_))
+    }
+
     /// Bytes returned by reads of the bundle file so far.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read.get()
