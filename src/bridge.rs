@@ -1,15 +1,15 @@
 //! The one bridge between blocking code (tar, zstd, hashing) and async I/O (the engine's
 //! HTTP API): a bounded channel of byte chunks. A blocking [`ChunkWriter`] feeds either
 //! a blocking [`ChunkReader`] (thread to thread) or an async request body
-//! ([`ChunkReceiver::into_stream`]); an async byte stream is read from blocking code with
-//! [`blocking_reader`] (tokio-util's `StreamReader` under `SyncIoBridge`).
+//! ([`ChunkReceiver::into_stream`]); an async byte stream is read from blocking code
+//! through the same channel ([`stream_reader`]: a task forwards its chunks).
 //!
 //! A writer can fail the stream ([`ChunkWriter::fail`]): the reader or request body then
 //! ends with that error rather than a clean end, so an engine aborts a load instead of
 //! taking a truncated archive.
 
 use bytes::Bytes;
-use futures_util::{Stream, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 use std::io::{self, Read, Write};
 
 /// Chunk size sent across: large enough that per-chunk overhead vanishes.
@@ -102,6 +102,20 @@ pub struct ChunkReader<'p> {
     on_bytes: &'p (dyn Fn(u64) + Sync),
 }
 
+impl ChunkReader<'_> {
+    /// Waits until the first bytes are in (or the stream has ended).
+    pub fn wait_for_data(&mut self) -> io::Result<()> {
+        if self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Read for ChunkReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
@@ -119,23 +133,37 @@ impl Read for ChunkReader<'_> {
     }
 }
 
-/// A blocking `Read` over an async byte stream, driven on `runtime`. Call it from a
-/// thread that is not one of the runtime's.
-pub fn blocking_reader<S, E>(stream: S, runtime: tokio::runtime::Handle) -> impl Read + Send
+/// A blocking `Read` over an async byte stream that a task on `runtime` drives from now
+/// on: the request goes out at once, and up to `depth` of its chunks wait for the
+/// reader. An engine export that prepares everything before its first byte (Docker's
+/// `docker save` does) then prepares while the reader is still busy with an earlier one.
+/// Reads copy out of the chunks: no trip through the runtime per read (a tar reader's
+/// 512-byte headers made that cost half the export's speed).
+pub fn stream_reader<S, E>(
+    stream: S,
+    runtime: &tokio::runtime::Handle,
+    depth: usize,
+) -> ChunkReader<'static>
 where
-    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::fmt::Display + Send,
 {
-    let reader =
-        tokio_util::io::StreamReader::new(stream.map_err(|e| io::Error::other(e.to_string())));
-    // Every read of the bridge is a trip through the runtime (block_on): a tar reader's
-    // 512-byte headers and 8 KiB skips made an engine export read at half the speed the
-    // engine sends it. Read it in large steps instead.
-    io::BufReader::with_capacity(
-        1 << 20,
-        tokio_util::io::SyncIoBridge::new_with_handle(reader, runtime),
-    )
+    let (tx, rx) = tokio::sync::mpsc::channel(depth.max(1));
+    runtime.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            let item = item.map_err(|e| io::Error::other(e.to_string()));
+            let failed = item.is_err();
+            // A reader that has gone ends the request (the stream is dropped).
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    ChunkReceiver { rx }.into_reader(&uncounted)
 }
+
+fn uncounted(_: u64) {}
 
 #[cfg(test)]
 mod tests {
