@@ -106,6 +106,19 @@ fn load_suite(kind: EngineKind) {
     let rerun = load(&engine, &big, &[]);
     assert_loaded(&engine, &rerun, native_arch());
 
+    // Images diverging above a shared base: side by side on the classic store (the
+    // other stores take whole images in one request), each under its bundle identity.
+    let (diverging, _) = diverging_bundle(dir.path());
+    let report = load(&engine, &diverging, &[]);
+    let classic = matches!(kind, EngineKind::Docker20 | EngineKind::Docker28);
+    assert_eq!(
+        report["engineRequests"],
+        if classic { 3 } else { 1 },
+        "{}: {report}",
+        kind.name()
+    );
+    assert_loaded(&engine, &report, native_arch());
+
     // A corrupt layer of the chosen platform: refused, nothing tagged.
     let corrupt = dir.path().join("corrupt.archpack");
     std::fs::copy(noise_bundle(dir.path(), "bad:1", 4 << 20, 9), &corrupt).unwrap();

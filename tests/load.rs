@@ -564,38 +564,6 @@ fn a_bundle_with_a_bad_name_is_refused_before_anything_is_sent() {
     }
 }
 
-/// Three images on one base, diverging above it (a base, then a top of 2, 200 and
-/// 100 KiB of noise): a bundle made from their docker-archives, and each top's diff_id.
-fn diverging_bundle(dir: &Path) -> (std::path::PathBuf, Vec<String>) {
-    let base = layer_tar(&[("base/data", &incompressible(300 << 10, 1))]);
-    let mut sources = Vec::new();
-    let mut tops = Vec::new();
-    for (name, kib, seed) in [("lean", 2, 2), ("heavy", 200, 3), ("middle", 100, 4)] {
-        let top = layer_tar(&[(
-            &format!("{name}/data") as &str,
-            &incompressible(kib << 10, seed),
-        )]);
-        tops.push(format!("sha256:{}", sha256_hex(&top)));
-        let archive = dir.join(format!("{name}.tar"));
-        write_image_archive(
-            &archive,
-            &format!("{name}:v1"),
-            serde_json::json!({"architecture": native_arch(), "os": "linux",
-                               "config": {"Cmd": ["/bin/sh"]}}),
-            &[base.clone(), top],
-        );
-        sources.push(format!("docker-archive:{}", archive.display()));
-    }
-    let bundle = dir.join("diverging.archpack");
-    archpack()
-        .args(["create", "-q", "--level", "1", "-o"])
-        .arg(&bundle)
-        .args(&sources)
-        .assert()
-        .success();
-    (bundle, tops)
-}
-
 #[test]
 fn images_that_diverge_above_a_shared_base_go_as_concurrent_requests() {
     if skip(&[Need::OwnEngine]) {

@@ -612,6 +612,37 @@ pub fn noise_bundle(dir: &Path, tag: &'static str, len: usize, seed: u64) -> Pat
     bundle
 }
 
+/// Three images on one base, diverging above it (a base, then a top of 2, 200 and
+/// 100 KiB of noise): a bundle made from their docker-archives, and each top's diff_id.
+pub fn diverging_bundle(dir: &Path) -> (PathBuf, Vec<String>) {
+    let base = layer_tar(&[("base/data", &incompressible(300 << 10, 1))]);
+    let mut sources = Vec::new();
+    let mut tops = Vec::new();
+    for (name, kib, seed) in [("lean", 2, 2), ("heavy", 200, 3), ("middle", 100, 4)] {
+        let top = layer_tar(&[(
+            &format!("{name}/data") as &str,
+            &incompressible(kib << 10, seed),
+        )]);
+        tops.push(format!("sha256:{}", sha256_hex(&top)));
+        let archive = dir.join(format!("{name}.tar"));
+        write_image_archive(
+            &archive,
+            &format!("{name}:v1"),
+            json!({"architecture": native_arch(), "os": "linux", "config": {"Cmd": ["/bin/sh"]}}),
+            &[base.clone(), top],
+        );
+        sources.push(format!("docker-archive:{}", archive.display()));
+    }
+    let bundle = dir.join("diverging.archpack");
+    archpack()
+        .args(["create", "-q", "--level", "1", "-o"])
+        .arg(&bundle)
+        .args(&sources)
+        .assert()
+        .success();
+    (bundle, tops)
+}
+
 /// A docker-archive of one image from its layers and a config document (its
 /// `rootfs.diff_ids` set to the layers'); returns the config digest.
 pub fn write_image_archive(
