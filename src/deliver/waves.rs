@@ -28,9 +28,15 @@ pub struct Wave {
     pub bytes: u64,
 }
 
+/// Splitting pays only when enough of the load can overlap: the bytes outside each
+/// wave's largest request, as a share of all. Measured on 2 cores (Docker 20.10, fresh
+/// engines): three 100 MiB tops on a 60 MiB base (28% overlap) loaded 24% faster; the
+/// bench corpus (tops of 24, 24 and 41 MB on 192 MB: 8.5%) within noise either way.
+const MIN_OVERLAP_PERCENT: u64 = 15;
+
 /// Waves of at most `parallel` requests that send every image of `images` whose
 /// position is not in `skip`, given the chains the engine has (`present`). One wave of
-/// one request when nothing can overlap.
+/// one request when too little can overlap.
 pub fn plan_waves(
     images: &[ImageLayers],
     skip: &HashSet<usize>,
@@ -41,6 +47,7 @@ pub fn plan_waves(
     let mut present = present.clone();
     let mut pending: Vec<usize> = (0..images.len()).filter(|i| !skip.contains(i)).collect();
     let mut waves: Vec<Wave> = Vec::new();
+    let mut overlap = 0u64;
     while !pending.is_empty() {
         let missing = |i: usize| -> Vec<&(Digest, u64)> {
             images[i]
@@ -67,6 +74,11 @@ pub fn plan_waves(
             later.extend(group.into_iter().filter(|&i| i != first));
         }
         let requests = balanced(&now, parallel, &bytes);
+        let loads: Vec<u64> = requests
+            .iter()
+            .map(|r| r.iter().map(|&i| bytes(i)).sum())
+            .collect();
+        overlap += loads.iter().sum::<u64>() - loads.iter().max().copied().unwrap_or(0);
         let mut wave_bytes = 0;
         for &i in &now {
             for (chain, n) in &images[i].chains {
@@ -82,8 +94,9 @@ pub fn plan_waves(
         later.sort_unstable();
         pending = later;
     }
-    // Waves of one request each: nothing overlaps, and one request costs least.
-    if waves.iter().all(|w| w.requests.len() <= 1) {
+    // Too little overlaps: one request costs least.
+    let total: u64 = waves.iter().map(|w| w.bytes).sum();
+    if overlap * 100 < total * MIN_OVERLAP_PERCENT || waves.iter().all(|w| w.requests.len() <= 1) {
         let bytes = waves.iter().map(|w| w.bytes).sum();
         let all: Vec<usize> = waves
             .into_iter()
@@ -213,15 +226,32 @@ mod tests {
     #[test]
     fn a_shared_base_goes_first_with_the_lightest_image_then_the_rest_side_by_side() {
         let images = [
-            image(&[("base", 100), ("py", 40), ("alpha", 22)]),
-            image(&[("base", 100), ("py", 40), ("beta", 38)]),
-            image(&[("base", 100), ("py", 40), ("gamma", 21)]),
+            image(&[("base", 100), ("py", 40), ("alpha", 60)]),
+            image(&[("base", 100), ("py", 40), ("beta", 90)]),
+            image(&[("base", 100), ("py", 40), ("gamma", 50)]),
         ];
         let waves = plan_waves(&images, &none(), &HashSet::new(), 2);
         let planned: Vec<_> = waves.iter().map(|w| w.requests.clone()).collect();
         assert_eq!(planned, vec![vec![vec![2]], vec![vec![0], vec![1]]]);
         // The base once, then the two tops.
-        assert_eq!(waves.iter().map(|w| w.bytes).collect::<Vec<_>>(), [161, 60]);
+        assert_eq!(
+            waves.iter().map(|w| w.bytes).collect::<Vec<_>>(),
+            [190, 150]
+        );
+    }
+
+    #[test]
+    fn small_tops_on_a_large_base_stay_one_request() {
+        // The bench corpus: what could overlap (alpha's 24) is 8.5% of the load.
+        let images = [
+            image(&[("base", 167), ("py", 25), ("alpha", 24)]),
+            image(&[("base", 167), ("py", 25), ("beta", 41)]),
+            image(&[("base", 167), ("py", 25), ("gamma", 24)]),
+        ];
+        assert_eq!(
+            requests(&images, &none(), &HashSet::new(), 2),
+            vec![vec![vec![0, 1, 2]]]
+        );
     }
 
     #[test]

@@ -612,13 +612,14 @@ pub fn noise_bundle(dir: &Path, tag: &'static str, len: usize, seed: u64) -> Pat
     bundle
 }
 
-/// Three images on one base, diverging above it (a base, then a top of 2, 200 and
-/// 100 KiB of noise): a bundle made from their docker-archives, and each top's diff_id.
+/// Three images on one base, diverging above it (a base of 300 KiB, then tops of 2, 200
+/// and 150 KiB of noise: what can overlap is a quarter of the load): a bundle made from
+/// their docker-archives, and each top's diff_id.
 pub fn diverging_bundle(dir: &Path) -> (PathBuf, Vec<String>) {
     let base = layer_tar(&[("base/data", &incompressible(300 << 10, 1))]);
     let mut sources = Vec::new();
     let mut tops = Vec::new();
-    for (name, kib, seed) in [("lean", 2, 2), ("heavy", 200, 3), ("middle", 100, 4)] {
+    for (name, kib, seed) in [("lean", 2, 2), ("heavy", 200, 3), ("middle", 150, 4)] {
         let top = layer_tar(&[(
             &format!("{name}/data") as &str,
             &incompressible(kib << 10, seed),
