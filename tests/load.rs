@@ -293,11 +293,16 @@ fn corrupt_layer_of(bundle: &Path, arch: &str) -> String {
         .iter()
         .find(|m| only_this.contains(&m["digest"].as_str().unwrap()))
         .unwrap();
+    flip_middle_byte(bundle, m);
+    m["name"].as_str().unwrap().to_string()
+}
+
+/// Flips a byte in the middle of the index member `m`.
+fn flip_middle_byte(bundle: &Path, m: &Value) {
     let at = (m["offset"].as_u64().unwrap() + m["size"].as_u64().unwrap() / 2) as usize;
     let mut bytes = std::fs::read(bundle).unwrap();
     bytes[at] ^= 0x10;
     std::fs::write(bundle, bytes).unwrap();
-    m["name"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -631,10 +636,7 @@ fn a_corrupt_layer_in_a_later_request_takes_out_what_earlier_requests_loaded() {
         .find(|m| m["diffId"] == tops[2].as_str())
         .unwrap()
         .clone();
-    let at = (member["offset"].as_u64().unwrap() + member["size"].as_u64().unwrap() / 2) as usize;
-    let mut bytes = std::fs::read(&bundle).unwrap();
-    bytes[at] ^= 0x10;
-    std::fs::write(&bundle, bytes).unwrap();
+    flip_middle_byte(&bundle, &member);
     engine
         .archpack()
         .args(["load", "--allow-unsigned"])
