@@ -73,11 +73,8 @@ pub fn plan_waves(
             now.push(first);
             later.extend(group.into_iter().filter(|&i| i != first));
         }
-        let requests = balanced(&now, parallel, &bytes);
-        let loads: Vec<u64> = requests
-            .iter()
-            .map(|r| r.iter().map(|&i| bytes(i)).sum())
-            .collect();
+        let (requests, loads): (Vec<Vec<usize>>, Vec<u64>) =
+            balanced(&now, parallel, &bytes).into_iter().unzip();
         overlap += loads.iter().sum::<u64>() - loads.iter().max().copied().unwrap_or(0);
         let mut wave_bytes = 0;
         for &i in &now {
@@ -97,7 +94,6 @@ pub fn plan_waves(
     // Too little overlaps: one request costs least.
     let total: u64 = waves.iter().map(|w| w.bytes).sum();
     if overlap * 100 < total * MIN_OVERLAP_PERCENT || waves.iter().all(|w| w.requests.len() <= 1) {
-        let bytes = waves.iter().map(|w| w.bytes).sum();
         let all: Vec<usize> = waves
             .into_iter()
             .flat_map(|w| w.requests)
@@ -108,7 +104,7 @@ pub fn plan_waves(
         } else {
             vec![Wave {
                 requests: vec![all],
-                bytes,
+                bytes: total,
             }]
         };
     }
@@ -158,8 +154,12 @@ fn groups_sharing_missing<'a>(
 }
 
 /// `images` as at most `parallel` requests of about equal bytes (largest first, each
-/// to the lightest request), each request in position order.
-fn balanced(images: &[usize], parallel: usize, bytes: &dyn Fn(usize) -> u64) -> Vec<Vec<usize>> {
+/// to the lightest request), each request in position order, with its bytes.
+fn balanced(
+    images: &[usize],
+    parallel: usize,
+    bytes: &dyn Fn(usize) -> u64,
+) -> Vec<(Vec<usize>, u64)> {
     let count = parallel.min(images.len());
     let mut by_size = images.to_vec();
     by_size.sort_by_key(|&i| (std::cmp::Reverse(bytes(i)), i));
@@ -170,13 +170,13 @@ fn balanced(images: &[usize], parallel: usize, bytes: &dyn Fn(usize) -> u64) -> 
             lightest.1.push(i);
         }
     }
-    let mut wave: Vec<Vec<usize>> = requests
+    let mut wave: Vec<(Vec<usize>, u64)> = requests
         .into_iter()
-        .map(|(_, mut r)| {
+        .map(|(load, mut r)| {
             r.sort_unstable();
-            r
+            (r, load)
         })
-        .filter(|r| !r.is_empty())
+        .filter(|(r, _)| !r.is_empty())
         .collect();
     wave.sort();
     wave

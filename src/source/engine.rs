@@ -130,10 +130,7 @@ impl EngineSource {
         reader: ChunkReader<'static>,
     ) -> Result<Exported, SourceError> {
         let label = self.export_label(which);
-        let engine_err = |e: io::Error| SourceError::EngineImage {
-            what: label.clone(),
-            detail: format!("reading its export: {e}"),
-        };
+        let engine_err = |e: io::Error| export_error(&label, e);
         let all_diff_ids: Vec<&Digest> = which
             .iter()
             .flat_map(|&i| self.images[i].diff_ids.iter())
@@ -233,7 +230,7 @@ impl EngineSource {
         if configs {
             for &i in which {
                 let image = &self.images[i];
-                let label = format!("{} (the engine at {})", image.source, self.engine.host);
+                let label = self.export_label(&[i]);
                 let config =
                     self.find_config(image, &json)
                         .map_err(|detail| SourceError::EngineImage {
@@ -366,6 +363,14 @@ enum Exported {
     Retry(u64),
 }
 
+/// An export of the images `label` names failed as it was read.
+fn export_error(label: &str, e: io::Error) -> SourceError {
+    SourceError::EngineImage {
+        what: label.to_string(),
+        detail: format!("reading its export: {e}"),
+    }
+}
+
 /// `which` split by platform, each part in the order asked, parts by first appearance.
 fn by_platform(which: &[usize], images: &[SourceImage]) -> Vec<Vec<usize>> {
     let mut groups: Vec<(&Platform, Vec<usize>)> = Vec::new();
@@ -411,10 +416,7 @@ impl Source for EngineSource {
             let mut reader = next.take().unwrap_or_else(|| self.request_export(group));
             reader
                 .wait_for_data()
-                .map_err(|e| SourceError::EngineImage {
-                    what: self.export_label(group),
-                    detail: format!("reading its export: {e}"),
-                })?;
+                .map_err(|e| export_error(&self.export_label(group), e))?;
             next = groups.get(k + 1).map(|g| self.request_export(g));
             self.read_all(group, sink, true, Some(reader))?;
         }
