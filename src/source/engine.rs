@@ -2,7 +2,7 @@
 //!
 //! Planning uses `inspect` (platform, diff_ids, image ID). The images are then exported
 //! in one request per platform (`docker save A B …`: a layer they share comes once),
-//! the next asked for while the one before is read, and the writer puts each layer in
+//! the next asked for along with the one before, and the writer puts each layer in
 //! its bundle place whatever order the engine streams them in, so what a bundle holds
 //! never depends on that order.
 //!
@@ -406,18 +406,20 @@ impl Source for EngineSource {
         // platforms share little (identical application layers come again, and are
         // hashed or skipped by name). Docker prepares an export whole before its first
         // byte (moby's tarexport writes it to a temporary directory: 3.0 s of a 3.9 s
-        // `docker save` of the bench corpus), so the next platform's export is asked for
-        // as soon as this one streams: the engine prepares it while this one is
-        // compressed. The writer places layers in bundle order whatever order they
-        // arrive in.
+        // `docker save` of the bench corpus, on one core), so the next platform's export
+        // is asked for together with this one: the engine prepares both side by side
+        // and the next while this one is compressed (bench corpus, 2 cores: 0.8-1.1 s
+        // less of 5.3-6.4 s than asking for it once this one streams). At most two
+        // exports wait in the engine's temporary space. The writer places layers in
+        // bundle order whatever order they arrive in.
         let groups = by_platform(which, &self.images);
         let mut next: Option<ChunkReader<'static>> = None;
         for (k, group) in groups.iter().enumerate() {
             let mut reader = next.take().unwrap_or_else(|| self.request_export(group));
+            next = groups.get(k + 1).map(|g| self.request_export(g));
             reader
                 .wait_for_data()
                 .map_err(|e| export_error(&self.export_label(group), e))?;
-            next = groups.get(k + 1).map(|g| self.request_export(g));
             self.read_all(group, sink, true, Some(reader))?;
         }
         Ok(())
