@@ -3,7 +3,6 @@
 //! `DOCKER_CONTEXT` or the CLI's `currentContext`, else the default socket.
 
 use super::EngineError;
-use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 
 const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
@@ -213,7 +212,7 @@ fn context_endpoint(env: &DockerEnv, name: &str) -> Result<Endpoint, EngineError
     let config_dir = env.config_dir.clone().ok_or_else(|| {
         missing("no docker config directory (HOME and DOCKER_CONFIG unset)".into())
     })?;
-    let id = hex::encode(Sha256::digest(name.as_bytes()));
+    let id = archpack_format::digest::Digest::of(name.as_bytes()).hex();
     let meta_path = config_dir.join("contexts/meta").join(&id).join("meta.json");
     let text = std::fs::read_to_string(&meta_path).map_err(|e| {
         missing(format!(
@@ -324,7 +323,7 @@ mod tests {
     #[test]
     fn the_current_context_is_used_when_docker_host_is_unset() {
         let dir = tempfile::tempdir().unwrap();
-        let id = hex::encode(Sha256::digest(b"edge"));
+        let id = archpack_format::digest::Digest::of(b"edge").hex();
         let meta = dir.path().join("contexts/meta").join(&id);
         std::fs::create_dir_all(&meta).unwrap();
         std::fs::write(

@@ -7,11 +7,10 @@
 //! does, on every load) may leave that one hash to it: the blob digest, checked here
 //! against the signed index, already fixes every decompressed byte.
 
-use crate::digest::{Digest, HashingReader};
+use crate::digest::{Digest, HashingReader, Sha256};
 use crate::index::Member;
 use crate::limits::MAX_WINDOW_LOG;
 use crate::progress::Progress;
-use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Write};
 
 /// log2 of the window archpack's writer uses (16 MiB, with long-distance matching):

@@ -1072,7 +1072,7 @@ pub struct MemberReader<'a> {
     pos: u64,
     end: u64,
     /// Volumes: the piece being read from its start (its offset, end, hash so far).
-    piece: Option<(u64, u64, sha2::Sha256)>,
+    piece: Option<(u64, u64, crate::digest::Sha256)>,
 }
 
 impl Read for MemberReader<'_> {
@@ -1101,12 +1101,11 @@ impl MemberReader<'_> {
     /// Volumes: a piece read from its start is checked against its digest when its last
     /// byte arrives, so a corrupt volume is named, not just the member.
     fn check_piece(&mut self, set: &VolumeSet, bytes: &[u8]) -> io::Result<()> {
-        use sha2::Digest as _;
         if self.piece.as_ref().is_none_or(|p| p.1 <= self.pos) {
             self.piece = set
                 .piece_at(self.pos)
                 .filter(|(start, _)| *start == self.pos)
-                .map(|(start, size)| (start, start + size, sha2::Sha256::new()));
+                .map(|(start, size)| (start, start + size, crate::digest::Sha256::new()));
         }
         let Some((start, end, hasher)) = &mut self.piece else {
             return Ok(());

@@ -14,7 +14,6 @@ use crate::progress::Progress;
 use crate::ustar::{self, member_span, padding, BLOCK};
 use crate::writer::IndexSigner;
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
@@ -413,7 +412,7 @@ impl VolumeCut {
                 };
                 w.write_all(&ustar::header(&piece.name, piece.size, mtime).map_err(werr)?)
                     .map_err(werr)?;
-                let mut hasher = sha2::Sha256::new();
+                let mut hasher = crate::digest::Sha256::new();
                 let mut done = 0u64;
                 while done < piece.size {
                     let n = (piece.size - done).min(buf.len() as u64) as usize;

@@ -1301,8 +1301,7 @@ fn copy_range(
     size: u64,
     buf: &mut [u8],
 ) -> io::Result<Digest> {
-    use sha2::Digest as _;
-    let mut hasher = sha2::Sha256::new();
+    let mut hasher = crate::digest::Sha256::new();
     let mut done = 0u64;
     while done < size {
         let n = (size - done).min(buf.len() as u64) as usize;
