@@ -13,19 +13,45 @@ pub struct Digest([u8; 32]);
 #[error("{0:?} is not a sha256 digest (expected sha256:<64 lowercase hex digits>)")]
 pub struct DigestError(pub String);
 
-/// A running SHA-256. ring's, for its assembly on 32-bit ARM: 24 instructions per
-/// byte where the sha2 crate's portable code takes 34 (armv7 under qemu, counted); on
-/// amd64 both use the SHA extensions and run alike.
+/// A running SHA-256. On 32-bit ARM, ring's (its assembly: 24 instructions per byte
+/// where the sha2 crate's portable code takes 34, armv7 under qemu, counted; no ARMv7
+/// board has SHA instructions, nor does the Pi 4); elsewhere sha2's, which uses the
+/// SHA extensions of amd64 and arm64 (ring measured no faster there).
 #[derive(Clone)]
-pub struct Sha256(ring::digest::Context);
+pub struct Sha256(
+    #[cfg(target_arch = "arm")] ring::digest::Context,
+    #[cfg(not(target_arch = "arm"))] sha2::Sha256,
+);
 
 impl Sha256 {
+    #[cfg(target_arch = "arm")]
     pub fn new() -> Sha256 {
         Sha256(ring::digest::Context::new(&ring::digest::SHA256))
     }
 
+    #[cfg(not(target_arch = "arm"))]
+    pub fn new() -> Sha256 {
+        Sha256(<sha2::Sha256 as sha2::Digest>::new())
+    }
+
     pub fn update(&mut self, bytes: &[u8]) {
+        #[cfg(target_arch = "arm")]
         self.0.update(bytes);
+        #[cfg(not(target_arch = "arm"))]
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+
+    fn finalize(self) -> [u8; 32] {
+        #[cfg(target_arch = "arm")]
+        {
+            let mut out = [0u8; 32];
+            out.copy_from_slice(self.0.finish().as_ref());
+            out
+        }
+        #[cfg(not(target_arch = "arm"))]
+        {
+            sha2::Digest::finalize(self.0).into()
+        }
     }
 }
 
@@ -44,9 +70,7 @@ impl Digest {
 
     /// The digest of everything fed to `hasher`.
     pub fn finish(hasher: Sha256) -> Digest {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(hasher.0.finish().as_ref());
-        Digest(out)
+        Digest(hasher.finalize())
     }
 
     pub fn hex(&self) -> String {
