@@ -457,6 +457,82 @@ fn every_image_copies_with_its_digests_and_the_api_answers_as_the_spec_says() {
     assert_eq!(again.listening["gzipPasses"], 0);
 }
 
+#[test]
+fn a_gzip_encoding_is_made_once_kept_for_later_pulls_and_checked_each_time() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixture_bundle(dir.path(), &[]);
+    let cache = dir.path().join("cache");
+    let server = Served::start(&[&bundle], &["--layer-format", "gzip"], &cache);
+    let (_, _, body) = get(&server.url("/v2/svc/manifests/v1.0"), &[]);
+    let index: Value = serde_json::from_slice(&body).unwrap();
+    let manifest = index["manifests"][0]["digest"].as_str().unwrap();
+    let (_, _, body) = get(&server.url(&format!("/v2/svc/manifests/{manifest}")), &[]);
+    let m: Value = serde_json::from_slice(&body).unwrap();
+    let blob = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let size = m["layers"][0]["size"].as_u64().unwrap();
+    let url = server.url(&format!("/v2/svc/blobs/{blob}"));
+
+    // The first pull encodes; the next ones, whole or a range, read the kept encoding.
+    let (status, _, first) = get(&url, &[]);
+    assert_eq!((status, first.len() as u64), (200, size));
+    assert_eq!(format!("sha256:{}", sha256_hex(&first)), blob);
+    let (status, _, again) = get(&url, &[]);
+    assert_eq!(status, 200);
+    assert!(again == first, "a kept encoding differs from the first");
+    let (status, _, part) = get(&url, &[("Range", "bytes=10-99")]);
+    assert_eq!((status, &part[..]), (206, &first[10..100]));
+
+    // A kept copy that no longer matches is never sent whole, and not blamed on the
+    // bundle: it is dropped and the next pull encodes again.
+    let kept: Vec<PathBuf> = std::fs::read_dir(cache.join("archpack"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("serve-gzip.")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let copy = kept[0].join(&blob["sha256:".len()..]);
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&copy, &bytes).unwrap();
+    let cut = agent().get(&url).call().ok().and_then(|mut r| {
+        r.body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .ok()
+    });
+    assert!(
+        cut.as_ref() != Some(&bytes),
+        "a corrupt kept copy was sent whole"
+    );
+    assert!(
+        cut.as_ref() != Some(&first),
+        "a corrupt kept copy was sent as good"
+    );
+    let (status, _, healed) = get(&url, &[]);
+    assert_eq!(status, 200);
+    assert!(
+        healed == first,
+        "the encoding made again differs from the first"
+    );
+
+    let (code, summary) = server.stop();
+    assert_eq!(code, 0);
+    assert_eq!(summary["faultyMembers"], serde_json::json!([]), "{summary}");
+    assert_eq!(summary["gzipEncodings"], 2, "{summary}");
+    assert_eq!(summary["gzipCacheHits"], 3, "{summary}");
+    assert!(!kept[0].exists(), "the kept encodings outlived the server");
+}
+
 /// A throwaway engine pulls `reference`; returns `docker image inspect`'s Id.
 fn engine_pull(engine: &TestEngine, reference: &str) -> String {
     let pull = engine.docker(&["pull", "-q", reference]);

@@ -738,6 +738,7 @@ fn serve(args: ServeArgs, progress: &render::Bars) -> Result<ExitCode, Error> {
             },
             max_transfers: usize::from(args.max_transfers),
             gzip_threads: cores(),
+            gzip_keep_in: archpack::deliver::gzip::default_cache_dir(),
             grace: std::time::Duration::from_secs(args.grace),
         },
         std::sync::Arc::new(render::AccessLog { json: args.json }),

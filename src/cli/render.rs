@@ -725,6 +725,13 @@ pub fn serve_summary(summary: &archpack::ops::serve::ServeSummary) -> String {
             String::new()
         }
     );
+    if r.gzip_encodings + r.gzip_cache_hits > 0 {
+        out.push_str(&format!(
+            "  gzip: {} made, {} answered from kept ones\n",
+            plural(r.gzip_encodings as usize, "encoding"),
+            r.gzip_cache_hits
+        ));
+    }
     for b in &r.by_bundle {
         out.push_str(&format!(
             "  {}: {}, {}\n",

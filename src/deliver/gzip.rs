@@ -13,13 +13,18 @@ use std::io::{self, Read, Write};
 /// `gzip_parallel`'s output (level, member size) never reuses old digests.
 const GZIP_SCHEME: &str = "gzip6-1MiB-members";
 
-/// `$XDG_CACHE_HOME/archpack/gzip-digests` (or `~/.cache/...`).
-pub fn default_digest_cache() -> Option<std::path::PathBuf> {
+/// `$XDG_CACHE_HOME/archpack` (or `~/.cache/archpack`): archpack's per-user cache.
+pub fn default_cache_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
-        .map(|c| c.join("archpack/gzip-digests"))
+        .map(|c| c.join("archpack"))
+}
+
+/// `$XDG_CACHE_HOME/archpack/gzip-digests` (or `~/.cache/...`).
+pub fn default_digest_cache() -> Option<std::path::PathBuf> {
+    default_cache_dir().map(|d| d.join("gzip-digests"))
 }
 
 /// What a bundle layer's deterministic gzip encoding hashes to, remembered on this host

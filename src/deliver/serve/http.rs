@@ -26,6 +26,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
@@ -55,6 +56,112 @@ struct State {
     faulty: Mutex<HashMap<Digest, FaultyMember>>,
     /// Blobs sent whole and checked in this run (ranges are served from these).
     verified: Mutex<HashSet<Digest>>,
+    /// gzip encodings made in this run, kept for the next pull (None: no temporary
+    /// directory could be made; every pull encodes).
+    gzip_cache: Option<GzipCache>,
+    /// Encodings made, and pulls answered from kept ones.
+    gzip_encodings: AtomicU64,
+    gzip_cache_hits: AtomicU64,
+}
+
+/// The gzip encodings this run has made and checked, one file per blob in a private
+/// temporary directory (removed when the server stops): a fleet's second host, and
+/// every host after it, reads the encoding back instead of waiting for one. Best effort:
+/// a copy that cannot be written costs the next pull an encoding, not its answer.
+struct GzipCache {
+    dir: tempfile::TempDir,
+}
+
+/// Free space a kept copy leaves on its filesystem at least: the copies never fill it.
+const GZIP_KEEP_MARGIN: u64 = 1 << 30;
+
+impl GzipCache {
+    fn new(inside: Option<&std::path::Path>) -> Option<GzipCache> {
+        let builder = {
+            let mut b = tempfile::Builder::new();
+            b.prefix("serve-gzip.");
+            b
+        };
+        let dir = inside
+            .filter(|d| std::fs::create_dir_all(d).is_ok())
+            .and_then(|d| builder.tempdir_in(d).ok())
+            .or_else(|| builder.tempdir().ok())?;
+        Some(GzipCache { dir })
+    }
+
+    fn path(&self, blob: &Digest) -> std::path::PathBuf {
+        self.dir.path().join(blob.hex())
+    }
+
+    fn open(&self, blob: &Digest) -> Option<std::fs::File> {
+        std::fs::File::open(self.path(blob)).ok()
+    }
+
+    fn has(&self, blob: &Digest) -> bool {
+        self.path(blob).is_file()
+    }
+
+    /// A file to write an encoding of `size` bytes into (None: too little room); kept
+    /// under the blob's name by [`Self::keep`].
+    fn start(&self, size: u64) -> Option<io::BufWriter<tempfile::NamedTempFile>> {
+        let room = fs4::available_space(self.dir.path()).ok()?;
+        if room < size.saturating_add(GZIP_KEEP_MARGIN) {
+            return None;
+        }
+        tempfile::NamedTempFile::new_in(self.dir.path())
+            .ok()
+            .map(|f| io::BufWriter::with_capacity(crate::bridge::CHUNK, f))
+    }
+
+    /// An encoding written whole and checked: the next pull of `blob` reads it.
+    fn keep(&self, blob: &Digest, copy: io::BufWriter<tempfile::NamedTempFile>) {
+        if let Ok(file) = copy.into_inner() {
+            let _ = file.persist(self.path(blob));
+        }
+    }
+
+    /// A kept copy that failed its check: gone, so the next pull encodes again.
+    fn forget(&self, blob: &Digest) {
+        let _ = std::fs::remove_file(self.path(blob));
+    }
+}
+
+/// Writes to the client and, best effort, to a copy (dropped at its first failed write).
+struct Tee<'a> {
+    out: &'a mut dyn Write,
+    copy: Option<io::BufWriter<tempfile::NamedTempFile>>,
+}
+
+impl Write for Tee<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(data)?;
+        if let Some(copy) = &mut self.copy {
+            if copy.write_all(&data[..n]).is_err() {
+                self.copy = None;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A kept gzip encoding that no longer hashes to its digest: the bundle is not at fault.
+#[derive(Debug)]
+struct KeptCopyFault(String);
+
+impl std::fmt::Display for KeptCopyFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeptCopyFault {}
+
+fn is_kept_copy_fault(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<KeptCopyFault>())
 }
 
 #[derive(Default)]
@@ -200,6 +307,9 @@ pub(super) async fn run(
         stats: Mutex::new(Stats::default()),
         faulty: Mutex::new(faulty),
         verified: Mutex::new(HashSet::new()),
+        gzip_cache: GzipCache::new(opts.gzip_keep_in.as_deref()),
+        gzip_encodings: AtomicU64::new(0),
+        gzip_cache_hits: AtomicU64::new(0),
     });
     let connections_allowed = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
@@ -256,6 +366,11 @@ pub(super) async fn run(
     };
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+    // Kept encodings go with the run, even while a producer cut at stop still holds
+    // the state (its copy then fails to be kept).
+    if let Some(cache) = &state.gzip_cache {
+        let _ = std::fs::remove_dir_all(cache.dir.path());
+    }
 
     let stats = lock(&state.stats);
     let mut by_bundle: Vec<BundleTraffic> = (0..state.view.bundles.len())
@@ -282,6 +397,8 @@ pub(super) async fn run(
         server_errors: stats.server_errors,
         faulty_members,
         cut_at_stop,
+        gzip_encodings: state.gzip_encodings.load(Ordering::Relaxed),
+        gzip_cache_hits: state.gzip_cache_hits.load(Ordering::Relaxed),
     })
 }
 
@@ -860,7 +977,9 @@ async fn blob(
         return stopping();
     };
     // A gzip transfer also waits for an encoder (always after its transfer slot).
+    let kept = state.gzip_cache.as_ref().is_some_and(|c| c.has(&digest));
     let encoder = match blob {
+        Blob::Gzip { .. } if kept => None,
         Blob::Gzip { .. } => match state.gzip_encodes.clone().acquire_owned().await {
             Ok(p) => Some(p),
             Err(_) => return stopping(),
@@ -944,14 +1063,36 @@ fn write_blob(state: &State, digest: &Digest, blob: &Blob, out: &mut dyn Write) 
             member,
             size,
         } => {
+            let cache = state.gzip_cache.as_ref();
+            if let Some(file) = cache.and_then(|c| c.open(digest)) {
+                state.gzip_cache_hits.fetch_add(1, Ordering::Relaxed);
+                let mut reader = HashingReader::new(file);
+                io::copy(&mut reader, out)?;
+                let (actual, n) = reader.finish();
+                if n != *size || actual != *digest {
+                    cache.inspect(|c| c.forget(digest));
+                    return Err(io::Error::other(KeptCopyFault(format!(
+                        "the kept gzip encoding hashes to {actual} ({n} bytes), not {digest} ({size} bytes); dropped, the next pull encodes it again"
+                    ))));
+                }
+                return Ok(());
+            }
+            state.gzip_encodings.fetch_add(1, Ordering::Relaxed);
             let (b, m) = state.view.member_at(*bundle, *member);
-            let mut hashing = HashingWriter::new(out);
+            let mut tee = Tee {
+                out,
+                copy: cache.and_then(|c| c.start(*size)),
+            };
+            let mut hashing = HashingWriter::new(&mut tee);
             gzip::write_gzip(&b.reader, m, &mut hashing, state.gzip_threads)?;
             let (_, actual, n) = hashing.finish();
             if n != *size || actual != *digest {
                 return Err(mismatch(format!(
                     "its gzip encoding gave {actual} ({n} bytes), the manifest served names {digest} ({size} bytes)"
                 )));
+            }
+            if let (Some(c), Some(copy)) = (cache, tee.copy.take()) {
+                c.keep(digest, copy);
             }
         }
     }
@@ -1087,8 +1228,11 @@ fn produce(
                         }
                     }
                 }
-                // The client went away: nothing is wrong with the member.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => held.inner.fail(e),
+                // The client went away, or a kept copy failed: nothing is wrong with
+                // the member.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe || is_kept_copy_fault(&e) => {
+                    held.inner.fail(e)
+                }
                 Err(e) => {
                     let f = state.mark_faulty(digest, blob.member(), e.to_string());
                     held.inner.fail(io::Error::new(e.kind(), f.to_string()));
@@ -1104,6 +1248,11 @@ fn produce(
                     let (b, m) = state.view.member_at(*bundle, *member);
                     let mut part = b.reader.range_reader(m.offset + skip, count);
                     io::copy(&mut part, &mut out).map(|_| ())
+                }
+                Blob::Gzip { .. } if state.gzip_cache.as_ref().is_some_and(|c| c.has(digest)) => {
+                    // Kept after its check, like a stored blob read in place.
+                    state.gzip_cache_hits.fetch_add(1, Ordering::Relaxed);
+                    kept_range(state, digest, skip, count, &mut out)
                 }
                 Blob::Gzip { .. } => {
                     let mut window = Window {
@@ -1125,6 +1274,30 @@ fn produce(
             }
         }
     }
+}
+
+/// `count` bytes from `skip` of a kept gzip encoding.
+fn kept_range(
+    state: &State,
+    digest: &Digest,
+    skip: u64,
+    count: u64,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    use std::io::{Read, Seek};
+    let mut file = state
+        .gzip_cache
+        .as_ref()
+        .and_then(|c| c.open(digest))
+        .ok_or_else(|| io::Error::other(format!("the kept gzip encoding of {digest} is gone")))?;
+    file.seek(io::SeekFrom::Start(skip))?;
+    let copied = io::copy(&mut file.take(count), out)?;
+    if copied != count {
+        return Err(io::Error::other(format!(
+            "the kept gzip encoding of {digest} is shorter than the range"
+        )));
+    }
+    Ok(())
 }
 
 fn is_window_filled(e: &io::Error) -> bool {

@@ -77,6 +77,10 @@ pub struct ServeOptions {
     /// Blobs streamed at once; further requests wait their turn.
     pub max_transfers: usize,
     pub gzip_threads: usize,
+    /// Where the gzip encodings made while serving are kept for later pulls (in a
+    /// temporary directory made inside, removed at stop; None: the system's temporary
+    /// directory).
+    pub gzip_keep_in: Option<PathBuf>,
     /// How long requests under way may finish once a stop is asked for.
     pub grace: Duration,
 }
@@ -188,6 +192,10 @@ pub struct ServeReport {
     pub faulty_members: Vec<FaultyMember>,
     /// Requests still under way when the grace period after a stop ran out.
     pub cut_at_stop: usize,
+    /// gzip encodings made while serving (each layer once, then kept for the run).
+    pub gzip_encodings: u64,
+    /// gzip blobs (or ranges of them) answered from a kept encoding.
+    pub gzip_cache_hits: u64,
 }
 
 /// Runs the server on `view` until `stop` is raised; then lets requests under way
