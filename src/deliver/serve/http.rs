@@ -26,7 +26,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
@@ -59,9 +58,6 @@ struct State {
     /// gzip encodings made in this run, kept for the next pull (None: no temporary
     /// directory could be made; every pull encodes).
     gzip_cache: Option<GzipCache>,
-    /// Encodings made, and pulls answered from kept ones.
-    gzip_encodings: AtomicU64,
-    gzip_cache_hits: AtomicU64,
 }
 
 /// The gzip encodings this run has made and checked, one file per blob in a private
@@ -172,6 +168,10 @@ struct Stats {
     server_errors: u64,
     /// Per bundle: (requests, bytes).
     by_bundle: HashMap<usize, (u64, u64)>,
+    /// gzip encodings made, and answers from kept ones (a lock, not an atomic: ARMv5
+    /// and ARMv6 have no 64-bit atomics).
+    gzip_encodings: u64,
+    gzip_cache_hits: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -308,8 +308,6 @@ pub(super) async fn run(
         faulty: Mutex::new(faulty),
         verified: Mutex::new(HashSet::new()),
         gzip_cache: GzipCache::new(opts.gzip_keep_in.as_deref()),
-        gzip_encodings: AtomicU64::new(0),
-        gzip_cache_hits: AtomicU64::new(0),
     });
     let connections_allowed = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
@@ -397,8 +395,8 @@ pub(super) async fn run(
         server_errors: stats.server_errors,
         faulty_members,
         cut_at_stop,
-        gzip_encodings: state.gzip_encodings.load(Ordering::Relaxed),
-        gzip_cache_hits: state.gzip_cache_hits.load(Ordering::Relaxed),
+        gzip_encodings: stats.gzip_encodings,
+        gzip_cache_hits: stats.gzip_cache_hits,
     })
 }
 
@@ -1065,7 +1063,7 @@ fn write_blob(state: &State, digest: &Digest, blob: &Blob, out: &mut dyn Write) 
         } => {
             let cache = state.gzip_cache.as_ref();
             if let Some(file) = cache.and_then(|c| c.open(digest)) {
-                state.gzip_cache_hits.fetch_add(1, Ordering::Relaxed);
+                lock(&state.stats).gzip_cache_hits += 1;
                 let mut reader = HashingReader::new(file);
                 io::copy(&mut reader, out)?;
                 let (actual, n) = reader.finish();
@@ -1077,7 +1075,7 @@ fn write_blob(state: &State, digest: &Digest, blob: &Blob, out: &mut dyn Write) 
                 }
                 return Ok(());
             }
-            state.gzip_encodings.fetch_add(1, Ordering::Relaxed);
+            lock(&state.stats).gzip_encodings += 1;
             let (b, m) = state.view.member_at(*bundle, *member);
             let mut tee = Tee {
                 out,
@@ -1251,7 +1249,7 @@ fn produce(
                 }
                 Blob::Gzip { .. } if state.gzip_cache.as_ref().is_some_and(|c| c.has(digest)) => {
                     // Kept after its check, like a stored blob read in place.
-                    state.gzip_cache_hits.fetch_add(1, Ordering::Relaxed);
+                    lock(&state.stats).gzip_cache_hits += 1;
                     kept_range(state, digest, skip, count, &mut out)
                 }
                 Blob::Gzip { .. } => {
