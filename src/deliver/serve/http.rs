@@ -1046,9 +1046,7 @@ fn write_blob(state: &State, digest: &Digest, blob: &Blob, out: &mut dyn Write) 
     match blob {
         Blob::Stored { bundle, member } => {
             let (b, m) = state.view.member_at(*bundle, *member);
-            let mut reader = HashingReader::new(b.reader.member_reader(m));
-            io::copy(&mut reader, out)?;
-            let (actual, n) = reader.finish();
+            let (actual, n) = copy_hashed(b.reader.member_reader(m), out)?;
             if n != m.size || actual != m.digest {
                 return Err(mismatch(format!(
                     "its bytes hash to {actual} ({n} bytes), the signed index says {} ({} bytes)",
@@ -1064,9 +1062,7 @@ fn write_blob(state: &State, digest: &Digest, blob: &Blob, out: &mut dyn Write) 
             let cache = state.gzip_cache.as_ref();
             if let Some(file) = cache.and_then(|c| c.open(digest)) {
                 lock(&state.stats).gzip_cache_hits += 1;
-                let mut reader = HashingReader::new(file);
-                io::copy(&mut reader, out)?;
-                let (actual, n) = reader.finish();
+                let (actual, n) = copy_hashed(file, out)?;
                 if n != *size || actual != *digest {
                     cache.inspect(|c| c.forget(digest));
                     return Err(io::Error::other(KeptCopyFault(format!(
@@ -1095,6 +1091,13 @@ fn write_blob(state: &State, digest: &Digest, blob: &Blob, out: &mut dyn Write) 
         }
     }
     Ok(())
+}
+
+/// Copies `from` into `out`: what the bytes hash to, and how many there were.
+fn copy_hashed(from: impl io::Read, out: &mut dyn Write) -> io::Result<(Digest, u64)> {
+    let mut reader = HashingReader::new(from);
+    io::copy(&mut reader, out)?;
+    Ok(reader.finish())
 }
 
 /// Holds the last bytes written back until [`HoldBack::release`]: a blob whose check
@@ -1247,22 +1250,24 @@ fn produce(
                     let mut part = b.reader.range_reader(m.offset + skip, count);
                     io::copy(&mut part, &mut out).map(|_| ())
                 }
-                Blob::Gzip { .. } if state.gzip_cache.as_ref().is_some_and(|c| c.has(digest)) => {
-                    // Kept after its check, like a stored blob read in place.
-                    lock(&state.stats).gzip_cache_hits += 1;
-                    kept_range(state, digest, skip, count, &mut out)
-                }
-                Blob::Gzip { .. } => {
-                    let mut window = Window {
-                        inner: &mut out,
-                        skip,
-                        count,
-                    };
-                    match write_blob(state, digest, blob, &mut window) {
-                        Err(e) if is_window_filled(&e) => Ok(()),
-                        other => other,
+                Blob::Gzip { .. } => match state.gzip_cache.as_ref().and_then(|c| c.open(digest)) {
+                    // Kept after its check: read in place, like a stored blob's range.
+                    Some(kept) => {
+                        lock(&state.stats).gzip_cache_hits += 1;
+                        kept_range(kept, digest, skip, count, &mut out)
                     }
-                }
+                    None => {
+                        let mut window = Window {
+                            inner: &mut out,
+                            skip,
+                            count,
+                        };
+                        match write_blob(state, digest, blob, &mut window) {
+                            Err(e) if is_window_filled(&e) => Ok(()),
+                            other => other,
+                        }
+                    }
+                },
             };
             match written {
                 Ok(()) => {
@@ -1274,22 +1279,17 @@ fn produce(
     }
 }
 
-/// `count` bytes from `skip` of a kept gzip encoding.
+/// `count` bytes from `skip` of `kept`, the kept gzip encoding of `digest`.
 fn kept_range(
-    state: &State,
+    mut kept: std::fs::File,
     digest: &Digest,
     skip: u64,
     count: u64,
     out: &mut dyn Write,
 ) -> io::Result<()> {
     use std::io::{Read, Seek};
-    let mut file = state
-        .gzip_cache
-        .as_ref()
-        .and_then(|c| c.open(digest))
-        .ok_or_else(|| io::Error::other(format!("the kept gzip encoding of {digest} is gone")))?;
-    file.seek(io::SeekFrom::Start(skip))?;
-    let copied = io::copy(&mut file.take(count), out)?;
+    kept.seek(io::SeekFrom::Start(skip))?;
+    let copied = io::copy(&mut kept.take(count), out)?;
     if copied != count {
         return Err(io::Error::other(format!(
             "the kept gzip encoding of {digest} is shorter than the range"
