@@ -4,9 +4,9 @@
     reference_reader.py BUNDLE            check structure and every member; print a summary
     reference_reader.py BUNDLE --platform linux/arm64/v8
                                           also list the blobs one platform needs, in file order
-    reference_reader.py VOLUME ...        a bundle in volumes (§13): finds the others beside
-                                          it, checks each, rebuilds the single file and
-                                          checks that
+    reference_reader.py VOLUME ...        a bundle in volumes (§13), or with shared parts
+                                          (§14): finds the other volumes beside it, checks
+                                          each, rebuilds the single file and checks that
 
 Exit status 0 when the bundle is sound, 1 with one line naming the problem otherwise.
 """
@@ -24,7 +24,7 @@ MAX_BY_KIND = {"config": 16 << 20, "manifest": 4 << 20, "image-index": 4 << 20,
                "oci-layout": 4 << 10, "oci-index": 4 << 20}
 MAX_LOADER = 64 << 20
 # §8, §12: the features (2.x `requires`) this reader knows.
-KNOWN_FEATURES = {"delta", "volumes"}
+KNOWN_FEATURES = {"delta", "volumes", "parts"}
 MAX_WINDOW_LOG = 27
 MAX_INSTALLER = 64 << 10
 
@@ -284,8 +284,10 @@ def join_volumes(path, out):
               ([index["loaders"]["installer"]] if index.get("loaders") else [])):
         members[t["name"]] = t
     pieces = {name: [] for name in members}
+    parts = "parts" in index.get("requires", [])
     for v in table["files"]:
-        vpath = os.path.join(os.path.dirname(path), v["name"])
+        # §14: a set of one may have been renamed; it is the file given.
+        vpath = path if len(table["files"]) == 1 else os.path.join(os.path.dirname(path), v["name"])
         if not os.path.exists(vpath):
             raise Bad("%s: missing" % v["name"])
         with open(vpath, "rb") as f:
@@ -301,6 +303,13 @@ def join_volumes(path, out):
                 if "sha256:" + hashlib.sha256(data).hexdigest() != p["digest"]:
                     raise Bad("%s: piece %s is corrupt" % (v["name"], p["name"]))
                 pieces[p["member"]].append((p["offset"], data))
+                # §14: a shared piece also stands in other members.
+                if p.get("shares") and not parts:
+                    raise Bad("%s: piece %s is shared but `parts` is not required" % (v["name"], p["name"]))
+                for share in p.get("shares", []):
+                    if share["member"] not in pieces:
+                        raise Bad("piece %s is shared with no member" % p["name"])
+                    pieces[share["member"]].append((share["offset"], data))
     mtime = joined["mtime"]
     out.write(header(INDEX, joined["indexSize"], mtime))
     out.write(joined_index_bytes(index))

@@ -119,6 +119,10 @@ pub enum RequestError {
     BadBase { path: PathBuf, detail: String },
     #[error("--patch-max-ref {given}: at most {max} bytes (a patch's window must reach back over its whole reference, and windows stop at 128 MiB)")]
     PatchReferenceTooLarge { given: u64, max: u64 },
+    #[error("--share-parts does not combine with --base: a delta bundle shares nothing (make the delta without --share-parts)")]
+    SharePartsWithDelta,
+    #[error("--share-parts does not combine with --loaders yet: archpack-install reads each loader at its offset in the plain file (carry loaders in a bundle without --share-parts)")]
+    SharePartsWithLoaders,
     #[error("no images to bundle{0}")]
     NoImages(String),
     #[error("--compose-override {0:?}: expected PLATFORM=FILE")]

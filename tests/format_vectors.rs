@@ -480,3 +480,140 @@ fn the_volume_vector_is_byte_identical_and_joins_to_the_first_vector() {
         .code(3)
         .stderr(predicates::str::contains(name.as_str()));
 }
+
+/// The 2.2 vector (shared parts): v1-two-arch with the arch-specific layer also carrying
+/// `share/blob.bin` (the 2.0 vector's release-1 blob, 64 KiB), alike on both arches,
+/// made with `--share-parts`.
+fn build_parts_vector(dir: &Path) -> PathBuf {
+    let shared = layer_tar(&[("app/hello.txt", b"hello from archpack\n")]);
+    let blob = lcg_blob(1);
+    let mut sources = Vec::new();
+    for (arch, binary) in [
+        ("amd64", &b"\x7fELF amd64 payload"[..]),
+        ("arm64", b"\x7fELF arm64 payload"),
+    ] {
+        let path = dir.join(format!("app-{arch}.tar"));
+        write_docker_archive(
+            &path,
+            SyntheticImage {
+                tag: &format!("app:1.0-{arch}"),
+                architecture: Some(arch),
+                layers: vec![
+                    layer_tar(&[("bin/app", binary), ("share/blob.bin", &blob)]),
+                    shared.clone(),
+                ],
+                diff_ids: None,
+            },
+        );
+        sources.push(format!("docker-archive:{}", path.display()));
+    }
+    let bundle = dir.join("vector.archpack");
+    archpack()
+        .env("SOURCE_DATE_EPOCH", "0")
+        .args([
+            "create",
+            "-q",
+            "--share-parts",
+            "--bundle-name",
+            "vector-2.2",
+            "-o",
+        ])
+        .arg(&bundle)
+        .args(&sources)
+        .assert()
+        .success();
+    bundle
+}
+
+#[test]
+fn the_parts_vector_is_byte_identical_and_both_readers_rebuild_its_plain_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = build_parts_vector(dir.path());
+    let bytes = std::fs::read(&bundle).unwrap();
+    let index = Std::new("tar")
+        .arg("-xOf")
+        .arg(&bundle)
+        .arg("archpack-index.json")
+        .output()
+        .unwrap()
+        .stdout;
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-format/vectors/v2.2-parts");
+    let digest = sha256_hex(&bytes);
+    if std::env::var_os("ARCHPACK_UPDATE_VECTORS").is_some() {
+        std::fs::create_dir_all(&vectors).unwrap();
+        std::fs::write(
+            vectors.join("bundle.sha256"),
+            format!("{digest}  vector.archpack\n"),
+        )
+        .unwrap();
+        std::fs::write(vectors.join("archpack-index.json"), &index).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(vectors.join("bundle.sha256")).unwrap(),
+        format!("{digest}  vector.archpack\n")
+    );
+    assert!(std::fs::read(vectors.join("archpack-index.json")).unwrap() == index);
+    let parsed: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    assert_eq!(parsed["format"], "archpack-bundle/2.2");
+    // One shared frame (the blob and the end of the tar), stored once for both arches.
+    let shared: Vec<&serde_json::Value> = parsed["volumes"]["files"][0]["pieces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p.get("shares").is_some())
+        .collect();
+    assert_eq!(shared.len(), 1);
+    // Smaller than the plain file by the frame, less the larger index and the headers
+    // of the pieces.
+    let joined_size = parsed["volumes"]["joined"]["size"].as_u64().unwrap();
+    assert!(joined_size - bytes.len() as u64 + 8192 >= shared[0]["size"].as_u64().unwrap());
+
+    let joined = dir.path().join("joined.archpack");
+    archpack()
+        .args(["join", "-o"])
+        .arg(&joined)
+        .arg(&bundle)
+        .assert()
+        .success();
+    let joined_sha = sha256_hex(&std::fs::read(&joined).unwrap());
+    if skip(&[Need::Tool("python3")]) {
+        return;
+    }
+    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-format/reference_reader.py");
+    for file in [&bundle, &joined] {
+        let out = Std::new("python3")
+            .arg(&reader)
+            .arg(file)
+            .args(["--platform", "linux/arm64/v8"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if file == &bundle {
+            assert_eq!(summary["joinedSha256"], joined_sha.as_str());
+        }
+    }
+    // A damaged shared frame: both readers refuse, archpack naming the piece.
+    let mut damaged = bytes.clone();
+    let at = shared[0]["at"].as_u64().unwrap() as usize;
+    damaged[at + 8] ^= 0x01;
+    std::fs::write(&bundle, &damaged).unwrap();
+    let out = Std::new("python3")
+        .arg(&reader)
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    archpack()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&bundle)
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains(
+            shared[0]["name"].as_str().unwrap(),
+        ));
+}

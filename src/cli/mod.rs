@@ -405,6 +405,11 @@ struct CreateArgs {
     /// file: fat32 (4 GiB − 1 byte), or a size (700MiB, 4G; K/M/G are KiB/MiB/GiB).
     #[arg(long, value_name = "fat32|SIZE")]
     volume_size: Option<String>,
+    /// Store once the file bytes that layers of different platforms share (the base
+    /// system, Python's library…): a smaller bundle in format 2.2, which archpack reads
+    /// as any other; for skopeo, `archpack join` writes the plain file back.
+    #[arg(long, conflicts_with = "bases")]
+    share_parts: bool,
     #[arg(long)]
     json: bool,
 }
@@ -899,6 +904,7 @@ fn create(
                     }
                 })
                 .transpose()?,
+            share_parts: args.share_parts,
             patch_max_reference: if args.no_patches {
                 None
             } else {

@@ -127,6 +127,12 @@ pub fn create(report: &CreateReport) -> String {
         human_bytes(report.dedup_saved_bytes),
         if report.signed { "; signed" } else { "; unsigned" }
     ));
+    if report.shared_part_bytes > 0 {
+        out.push_str(&format!(
+            "shared parts: {} that layers of several platforms carry alike, stored once (format 2.2)\n",
+            human_bytes(report.shared_part_bytes)
+        ));
+    }
     if !report.volumes.is_empty() {
         out.push_str(&format!(
             "as {} volume{} (no file named {} was written):\n",
@@ -209,10 +215,19 @@ pub fn inspect(report: &InspectReport) -> String {
         human_bytes(report.dedup_saved_bytes)
     ));
     if let Some(v) = &report.volumes {
+        if v.shared_part_bytes > 0 {
+            out.push_str(&format!(
+                "Parts:    {} that layers of several platforms share, stored once ({} joined: `archpack join` writes that file, for skopeo)\n",
+                human_bytes(v.shared_part_bytes),
+                human_bytes(v.joined_bytes)
+            ));
+        }
+    }
+    if let Some(v) = report.volumes.as_ref().filter(|v| v.cap.is_some()) {
         out.push_str(&format!(
             "Volumes:  {} of at most {} ({} joined)\n",
             v.files.len(),
-            human_bytes(v.cap),
+            human_bytes(v.cap.unwrap_or_default()),
             human_bytes(v.joined_bytes)
         ));
         for f in &v.files {

@@ -24,12 +24,13 @@ use serde::Serialize;
 use std::io::Read;
 use std::path::PathBuf;
 
-/// `--volume-size`: the single file goes to a temporary file (beside the output, or in
-/// `TMPDIR` when the output may be on FAT, which cannot hold it), and is cut from there
-/// into volumes that are renamed into place together.
+/// `--volume-size` or `--share-parts`: the single file goes to a temporary file (beside
+/// the output, or in `TMPDIR` when the output may be on FAT, which cannot hold it), and
+/// is cut from there into volumes (or, without a cap, the one file storing each shared
+/// part once) that are renamed into place together.
 fn write_volumes(
     req: &CreateRequest,
-    cap: u64,
+    cap: Option<u64>,
     fill: impl FnOnce(&std::fs::File) -> Result<archpack_format::writer::Written, Error>,
     progress: &dyn Progress,
 ) -> Result<(archpack_format::writer::Written, Vec<CreatedVolume>), Error> {
@@ -45,13 +46,37 @@ fn write_volumes(
             error,
         })
     })?;
-    let written = fill(&single)?;
+    let mut written = fill(&single)?;
     let base = req
         .output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let cut = VolumeCut::plan(&single, &req.output, cap, &base, req.signer)?;
+    if cap.is_none() && written.shares.is_empty() {
+        // Nothing shared: the single file is the bundle (the lowest format it needs).
+        fsutil::write_atomically(&req.output, req.force, 0o644, |out| {
+            let mut from = &single;
+            let mut to = out;
+            std::io::Seek::rewind(&mut from)?;
+            std::io::copy(&mut from, &mut to).map(|_| ())
+        })
+        .map_err(|e| match e {
+            fsutil::AtomicError::Output(o) => Error::from(o),
+            fsutil::AtomicError::Content(error) => Error::from(fsutil::OutputError::Io {
+                path: req.output.clone(),
+                error,
+            }),
+        })?;
+        return Ok((written, Vec::new()));
+    }
+    let cut = VolumeCut::plan(
+        &single,
+        &req.output,
+        cap,
+        &base,
+        req.signer,
+        &written.shares,
+    )?;
     let paths: Vec<PathBuf> = cut.names().iter().map(|n| dir.join(n)).collect();
     let table = fsutil::write_set_atomically(&paths, req.force, 0o644, |files| {
         cut.write(&single, &req.output, files, req.signer, progress)
@@ -60,6 +85,10 @@ fn write_volumes(
         fsutil::AtomicError::Output(o) => Error::from(o),
         fsutil::AtomicError::Content(e) => Error::from(e),
     })?;
+    if cap.is_none() {
+        written.bundle_bytes = table.files.iter().map(|f| f.size).sum();
+        return Ok((written, Vec::new()));
+    }
     if req.force {
         // A replaced set that had more volumes leaves none of them behind.
         let mut n = table.files.len() + 1;
@@ -115,6 +144,8 @@ pub struct CreateRequest<'a> {
     pub patch_max_reference: Option<u64>,
     /// Cut the bundle into volumes `OUTPUT.001`, … of at most this many bytes.
     pub volume_size: Option<u64>,
+    /// Store what layers of different platforms share once (format 2.2, SPEC §14).
+    pub share_parts: bool,
 }
 
 /// `--loaders DIR [--loaders-for LIST]`.
@@ -168,6 +199,8 @@ pub struct CreateReport {
     /// A delta's summary: what it leaves to the target and what it patches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<DeltaSummary>,
+    /// `--share-parts`: bytes the platforms' layers share, stored once.
+    pub shared_part_bytes: u64,
     /// `--volume-size`: the volumes written instead of one file.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<CreatedVolume>,
@@ -247,6 +280,12 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
     if req.volume_size.is_none() {
         fsutil::check_absent(&req.output, req.force)?;
     }
+    if req.share_parts && !req.bases.is_empty() {
+        return Err(RequestError::SharePartsWithDelta.into());
+    }
+    if req.share_parts && req.loaders.is_some() {
+        return Err(RequestError::SharePartsWithLoaders.into());
+    }
     let logical_names = req
         .sources
         .iter()
@@ -302,6 +341,7 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
                     bases,
                     patch_max_reference: req.patch_max_reference,
                 }),
+                share_parts: req.share_parts,
             },
         )?;
         let total: u64 = plan
@@ -354,6 +394,7 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
         Ok(writer.finish()?)
     };
     let (written, volumes) = match req.volume_size {
+        None if req.share_parts => write_volumes(req, None, fill, progress)?,
         None => {
             let written = fsutil::write_atomically(&req.output, req.force, 0o644, fill).map_err(
                 |e| match e {
@@ -363,7 +404,7 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
             )?;
             (written, Vec::new())
         }
-        Some(cap) => write_volumes(req, cap, fill, progress)?,
+        Some(cap) => write_volumes(req, Some(cap), fill, progress)?,
     };
     let index = written.index;
     let platforms = index.platforms().iter().map(|p| p.to_string()).collect();
@@ -390,6 +431,7 @@ pub fn create(req: &CreateRequest, progress: &dyn Progress) -> Result<CreateRepo
             })
             .collect(),
         delta: DeltaSummary::of(&index),
+        shared_part_bytes: written.shares.iter().map(|s| s.size).sum(),
         volumes,
         index,
     })

@@ -69,8 +69,11 @@ pub struct InspectReport {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InspectedVolumes {
-    /// The size each volume was allowed.
-    pub cap: u64,
+    /// The size each volume was allowed (none: one file with shared parts).
+    pub cap: Option<u64>,
+    /// Shared parts (format 2.2): bytes of the single file stored once for several
+    /// members.
+    pub shared_part_bytes: u64,
     /// The single file `join` writes.
     pub joined_bytes: u64,
     pub files: Vec<InspectedVolume>,
@@ -221,6 +224,7 @@ fn inspect_volumes(reader: &BundleReader) -> Option<InspectedVolumes> {
         .collect();
     Some(InspectedVolumes {
         cap: table.cap,
+        shared_part_bytes: table.shared_bytes(),
         joined_bytes: table.joined.size,
         files: table
             .files

@@ -196,6 +196,11 @@ impl<W: Write> HashingWriter<W> {
     pub fn finish(self) -> (W, Digest, u64) {
         (self.inner, Digest::finish(self.hasher), self.count)
     }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.count
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {

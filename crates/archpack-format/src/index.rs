@@ -17,7 +17,11 @@ pub const FORMAT_MINOR: u32 = 1;
 /// in `requires`; the first such feature is `delta`.
 pub const FORMAT_MAJOR_FEATURES: u32 = 2;
 /// The features (`requires`) this archpack reads.
-pub const KNOWN_FEATURES: &[&str] = &[crate::delta::FEATURE_DELTA, crate::volumes::FEATURE_VOLUMES];
+pub const KNOWN_FEATURES: &[&str] = &[
+    crate::delta::FEATURE_DELTA,
+    crate::volumes::FEATURE_VOLUMES,
+    crate::volumes::FEATURE_PARTS,
+];
 /// Where the static archpack binaries a bundle carries live, and the installer.
 pub const LOADER_DIR: &str = "archpack-loaders";
 pub const INSTALLER_MEMBER: &str = "archpack-install";

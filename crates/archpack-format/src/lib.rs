@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod limits;
 pub mod loaders;
 pub mod oci;
+pub mod parts;
 pub mod platform;
 pub mod progress;
 pub mod reader;

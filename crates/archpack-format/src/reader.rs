@@ -269,6 +269,12 @@ impl BundleReader {
         }
         let file = match std::mem::replace(&mut self.backing, Backing::Volumes(VolumeSet::empty())) {
             Backing::File(f) => f,
+            Backing::Stream(_) if self.index.requires.iter().any(|f| f == crate::volumes::FEATURE_PARTS) => {
+                return Err(FormatError::NotABundle {
+                    path: self.path.clone(),
+                    detail: "a bundle with shared parts cannot be read from a stream (a layer reaches back for frames stored with another): give the bundle's path".into(),
+                })
+            }
             Backing::Stream(_) => {
                 return Err(FormatError::NotABundle {
                     path: self.path.clone(),

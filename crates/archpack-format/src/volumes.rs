@@ -21,6 +21,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub const FEATURE_VOLUMES: &str = "volumes";
+/// Shared parts (SPEC §14): a piece may stand in several members.
+pub const FEATURE_PARTS: &str = "parts";
+/// The minor of format 2 that shared parts came with.
+pub const PARTS_MINOR: u32 = 2;
 /// `--volume-size fat32`: the largest file FAT32 holds (4 GiB − 1 byte).
 pub const FAT32_MAX_FILE: u64 = (4 << 30) - 1;
 /// The group of members every platform may need (SPEC §13).
@@ -36,8 +40,10 @@ const MIN_PIECE: u64 = 4096;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeTable {
-    /// The size each volume was allowed (`--volume-size`).
-    pub cap: u64,
+    /// The size each volume was allowed (`--volume-size`); absent for a bundle with
+    /// shared parts written as one file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<u64>,
     /// What `join` writes: the single-file bundle.
     pub joined: Joined,
     pub files: Vec<VolumeFile>,
@@ -88,6 +94,30 @@ pub struct Piece {
     pub at: u64,
     /// sha256 of its bytes.
     pub digest: Digest,
+    /// Shared parts (SPEC §14): the same bytes also stand here in other members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<Share>,
+}
+
+/// Where else a shared piece's bytes stand in the single file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Share {
+    /// The member of the single file they also belong to.
+    pub member: String,
+    /// Where in that member's data they stand.
+    pub offset: u64,
+}
+
+/// A byte range of one member that is the same bytes as a range of another, found by
+/// the writer (shared parts, SPEC §14): stored once, in `source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRange {
+    pub source: String,
+    pub source_offset: u64,
+    pub size: u64,
+    pub user: String,
+    pub user_offset: u64,
 }
 
 /// A member of the single file as volumes see it: members, loaders and the installer.
@@ -169,25 +199,112 @@ pub fn volume_name(base: &str, number: usize, count: usize) -> String {
     format!("{base}.{number:0width$}")
 }
 
-/// Lays the members out in volumes of at most `cap` bytes whose front (index and
-/// signature) takes `front` bytes. Digests are left as placeholders.
+/// A run of one member's bytes that volumes store as a unit: all of it, its own bytes
+/// between shared ranges, or one shared range (stored once, standing in several members).
+#[derive(Debug, Clone)]
+struct Unit<'a> {
+    member: &'a Stored,
+    /// Where in the member it starts.
+    start: u64,
+    size: u64,
+    group: &'a str,
+    keep_whole: bool,
+    shares: Vec<Share>,
+}
+
+/// The members cut into units at the shared ranges: a source keeps each shared range
+/// as a unit of its own (in the shared group, standing also in its users); a user
+/// stores only the bytes between them.
+fn units<'a>(members: &'a [Stored], shares: &[SharedRange]) -> Result<Vec<Unit<'a>>, FormatError> {
+    let internal = |detail: String| Err(FormatError::Internal(detail));
+    let mut out = Vec::new();
+    for m in members {
+        // (start, size, shares): shares empty = a range stored elsewhere.
+        let mut cuts: Vec<(u64, u64, Vec<Share>)> = Vec::new();
+        for r in shares.iter().filter(|r| r.source == m.name) {
+            let share = Share {
+                member: r.user.clone(),
+                offset: r.user_offset,
+            };
+            match cuts
+                .iter_mut()
+                .find(|c| c.0 == r.source_offset && c.1 == r.size)
+            {
+                Some(c) => c.2.push(share),
+                None => cuts.push((r.source_offset, r.size, vec![share])),
+            }
+        }
+        cuts.extend(
+            shares
+                .iter()
+                .filter(|r| r.user == m.name)
+                .map(|r| (r.user_offset, r.size, Vec::new())),
+        );
+        cuts.sort_by_key(|c| c.0);
+        let mut at = 0u64;
+        for (start, size, to) in cuts {
+            if start < at || start.checked_add(size).is_none_or(|end| end > m.size) || size == 0 {
+                return internal(format!("shared ranges of {} overlap or overrun it", m.name));
+            }
+            if start > at {
+                out.push(Unit {
+                    member: m,
+                    start: at,
+                    size: start - at,
+                    group: &m.group,
+                    keep_whole: m.keep_whole,
+                    shares: Vec::new(),
+                });
+            }
+            if !to.is_empty() {
+                out.push(Unit {
+                    member: m,
+                    start,
+                    size,
+                    group: SHARED_GROUP,
+                    keep_whole: false,
+                    shares: to,
+                });
+            }
+            at = start + size;
+        }
+        if at < m.size || m.size == 0 {
+            out.push(Unit {
+                member: m,
+                start: at,
+                size: m.size - at,
+                group: &m.group,
+                keep_whole: m.keep_whole,
+                shares: Vec::new(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Lays the units out in volumes of at most `cap` bytes whose front (index and
+/// signature) takes `front` bytes; without a cap, in one file named `base`, in file
+/// order. Digests are left as placeholders.
 fn lay_out(
-    members: &[Stored],
+    units: &[Unit],
     base: &str,
-    cap: u64,
+    cap: Option<u64>,
     front: u64,
 ) -> Result<Vec<VolumeFile>, FormatError> {
+    let Some(cap) = cap else {
+        return Ok(vec![lay_out_one(units, base, front)]);
+    };
     let least = front + BLOCK + MIN_PIECE + END;
     if cap < least {
         return Err(FormatError::VolumeTooSmall { cap, least });
     }
     let mut groups: Vec<&str> = Vec::new();
-    for m in members {
-        if !groups.contains(&m.group.as_str()) {
-            groups.push(&m.group);
+    for u in units {
+        if !groups.contains(&u.group) {
+            groups.push(u.group);
         }
     }
-    let placeholder = Digest::of(b"");
+    let mut parts = PartNames::default();
     let mut files: Vec<VolumeFile> = Vec::new();
     for group in groups {
         let mut pieces: Vec<Piece> = Vec::new();
@@ -200,15 +317,14 @@ fn lay_out(
                 pieces: std::mem::take(pieces),
             });
         };
-        for m in members.iter().filter(|m| m.group == group) {
+        for u in units.iter().filter(|u| u.group == group) {
             let mut done = 0u64;
-            let mut part = 0usize;
             loop {
-                let rest = m.size - done;
+                let rest = u.size - done;
                 let left = cap - used - END;
                 let take = if member_span(rest) <= left {
                     rest
-                } else if m.keep_whole
+                } else if u.keep_whole
                     && done == 0
                     && !pieces.is_empty()
                     && member_span(rest) <= cap - front - END
@@ -227,23 +343,10 @@ fn lay_out(
                     }
                     room
                 };
-                let whole = done == 0 && take == m.size;
-                part += 1;
-                pieces.push(Piece {
-                    name: if whole {
-                        m.name.clone()
-                    } else {
-                        format!("{}.part-{part}", m.name)
-                    },
-                    member: m.name.clone(),
-                    offset: done,
-                    size: take,
-                    at: used + BLOCK,
-                    digest: placeholder.clone(),
-                });
+                pieces.push(parts.piece(u, done, take, used + BLOCK));
                 used += member_span(take);
                 done += take;
-                if done == m.size {
+                if done == u.size {
                     break;
                 }
             }
@@ -259,13 +362,92 @@ fn lay_out(
     Ok(files)
 }
 
+/// Shared parts without volumes: one file, every unit a piece, in file order.
+fn lay_out_one(units: &[Unit], base: &str, front: u64) -> VolumeFile {
+    let mut parts = PartNames::default();
+    let mut used = front;
+    let mut pieces = Vec::with_capacity(units.len());
+    for u in units {
+        pieces.push(parts.piece(u, 0, u.size, used + BLOCK));
+        used += member_span(u.size);
+    }
+    VolumeFile {
+        name: base.to_string(),
+        size: used + END,
+        group: SHARED_GROUP.to_string(),
+        pieces,
+    }
+}
+
+/// Names pieces: a whole member by its own name, a part of one `NAME.part-K`, K
+/// counting within the member.
+#[derive(Default)]
+struct PartNames(HashMap<String, usize>);
+
+impl PartNames {
+    /// The piece of `take` bytes `done` bytes into `unit`, its data at `at`.
+    fn piece(&mut self, u: &Unit, done: u64, take: u64, at: u64) -> Piece {
+        let m = u.member;
+        let offset = u.start + done;
+        let whole = offset == 0 && take == m.size;
+        let name = if whole {
+            m.name.clone()
+        } else {
+            let k = self.0.entry(m.name.clone()).or_default();
+            *k += 1;
+            format!("{}.part-{k}", m.name)
+        };
+        let shares = u
+            .shares
+            .iter()
+            .map(|s| Share {
+                member: s.member.clone(),
+                offset: s.offset + done,
+            })
+            .collect();
+        Piece {
+            name,
+            member: m.name.clone(),
+            offset,
+            size: take,
+            at,
+            digest: Digest::of(b""),
+            shares,
+        }
+    }
+}
+
 /// The volume index of a single-file index.
 fn volume_index(single: &BundleIndex, table: VolumeTable) -> BundleIndex {
     let mut index = single.clone();
-    index.format = format!("{FORMAT_PREFIX}{FORMAT_MAJOR_FEATURES}.{VOLUMES_MINOR}");
+    let parts = table.has_shares();
+    let minor = if parts { PARTS_MINOR } else { VOLUMES_MINOR };
+    index.format = format!("{FORMAT_PREFIX}{FORMAT_MAJOR_FEATURES}.{minor}");
     index.requires.push(FEATURE_VOLUMES.to_string());
+    if parts {
+        index.requires.push(FEATURE_PARTS.to_string());
+    }
     index.volumes = Some(table);
     index
+}
+
+impl VolumeTable {
+    /// Whether a piece stands in more than one member (shared parts, SPEC §14).
+    pub fn has_shares(&self) -> bool {
+        self.files
+            .iter()
+            .flat_map(|f| &f.pieces)
+            .any(|p| !p.shares.is_empty())
+    }
+
+    /// Bytes the single file holds more than once that these files store once.
+    pub fn shared_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .flat_map(|f| &f.pieces)
+            .map(|p| p.size * p.shares.len() as u64)
+            .sum()
+    }
 }
 
 /// The single file's index bytes, as it stored them, from a volume index.
@@ -290,13 +472,15 @@ pub struct VolumeCut {
 
 impl VolumeCut {
     /// Plans volumes of at most `cap` bytes for the bundle in `single` (`label` names it
-    /// in messages), named `BASE.001`…
+    /// in messages), named `BASE.001`…; without a cap, one file named `BASE` (shared
+    /// parts). Each of `shares` is stored once, in its source.
     pub fn plan(
         single: &File,
         label: &Path,
-        cap: u64,
+        cap: Option<u64>,
         base: &str,
         signer: Option<&dyn IndexSigner>,
+        shares: &[SharedRange],
     ) -> Result<VolumeCut, FormatError> {
         let io_err = |error| FormatError::Io {
             path: label.to_path_buf(),
@@ -327,6 +511,7 @@ impl VolumeCut {
         };
         let trusted_comment = crate::writer::trusted_comment(&index.name, mtime, &index.created);
         let members = stored_members(&index);
+        let units = units(&members, shares)?;
         // A signature's length depends on its trusted comment only (as the writer's).
         let signature_len = match signer {
             Some(s) => s
@@ -342,7 +527,7 @@ impl VolumeCut {
         };
         let mut front = BLOCK;
         for _ in 0..32 {
-            let files = lay_out(&members, base, cap, front)?;
+            let files = lay_out(&units, base, cap, front)?;
             let table = VolumeTable {
                 cap,
                 joined: joined.clone(),
@@ -367,7 +552,10 @@ impl VolumeCut {
                     index_len,
                     signature_len,
                     trusted_comment,
-                    members: members.into_iter().map(|m| (m.name.clone(), m)).collect(),
+                    members: members
+                        .iter()
+                        .map(|m| (m.name.clone(), m.clone()))
+                        .collect(),
                 });
             }
             front = needed;
@@ -564,6 +752,7 @@ impl VolumeSet {
             return Err(bad("no volume table".into()));
         };
         let front_len = front.len() as u64;
+        let parts = index.requires.iter().any(|f| f == FEATURE_PARTS);
         let members: HashMap<String, Stored> = stored_members(index)
             .into_iter()
             .map(|m| (m.name.clone(), m))
@@ -603,19 +792,45 @@ impl VolumeSet {
                     )));
                 }
                 next = p.at.saturating_add(p.size).saturating_add(padding(p.size));
-                covered
-                    .entry(p.member.clone())
-                    .or_default()
-                    .push((p.offset, p.size));
-                extents.push(Extent {
-                    logical: m.offset + p.offset,
-                    size: p.size,
-                    volume: v,
-                    at: p.at,
-                    digest: p.digest.clone(),
-                    name: p.name.clone(),
-                    member: p.member.clone(),
-                });
+                if !p.shares.is_empty() && !parts {
+                    return Err(bad(format!(
+                        "{}: piece {} stands in several members, but the bundle does not require `{FEATURE_PARTS}`",
+                        f.name, p.name
+                    )));
+                }
+                let stands = std::iter::once((m, p.offset)).chain(
+                    p.shares
+                        .iter()
+                        .filter_map(|s| members.get(s.member.as_str()).map(|u| (u, s.offset))),
+                );
+                if stands.clone().count() != p.shares.len() + 1 {
+                    return Err(bad(format!(
+                        "{}: piece {} is shared with a member that does not exist",
+                        f.name, p.name
+                    )));
+                }
+                for (m, offset) in stands {
+                    let ends = offset.checked_add(p.size).filter(|e| *e <= m.size);
+                    if ends.is_none() || (offset == 0 && p.size == m.size && p.digest != m.digest) {
+                        return Err(bad(format!(
+                            "{}: piece {} does not fit {} where it is said to stand",
+                            f.name, p.name, m.name
+                        )));
+                    }
+                    covered
+                        .entry(m.name.clone())
+                        .or_default()
+                        .push((offset, p.size));
+                    extents.push(Extent {
+                        logical: m.offset + offset,
+                        size: p.size,
+                        volume: v,
+                        at: p.at,
+                        digest: p.digest.clone(),
+                        name: p.name.clone(),
+                        member: m.name.clone(),
+                    });
+                }
             }
             if next.saturating_add(END) != f.size {
                 return Err(bad(format!(
@@ -642,10 +857,11 @@ impl VolumeSet {
         extents.sort_by_key(|e| (e.logical, e.size));
 
         let given_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        // A set of one has no siblings to find by name: it may be renamed.
         let given_slot = table
             .files
             .iter()
-            .position(|f| Some(&f.name) == given_name.as_ref())
+            .position(|f| Some(&f.name) == given_name.as_ref() || table.files.len() == 1)
             .ok_or_else(|| FormatError::VolumeRenamed {
                 path: path.to_path_buf(),
                 first: table.files[0].name.clone(),
@@ -969,7 +1185,8 @@ mod tests {
             member("index.json", 4096 + big + 2048, 300, SHARED_GROUP),
         ];
         let front = 64 * 1024;
-        let files = lay_out(&members, "app.archpack", FAT32_MAX_FILE, front).unwrap();
+        let units = units(&members, &[]).unwrap();
+        let files = lay_out(&units, "app.archpack", Some(FAT32_MAX_FILE), front).unwrap();
         assert_eq!(files.len(), 4);
         assert_eq!(
             files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
@@ -1005,7 +1222,8 @@ mod tests {
     #[test]
     fn a_size_that_cannot_hold_the_index_is_refused_with_the_least() {
         let members = [member("blobs/sha256/a", 4096, 10, SHARED_GROUP)];
-        match lay_out(&members, "x", 8192, 8192) {
+        let units = units(&members, &[]).unwrap();
+        match lay_out(&units, "x", Some(8192), 8192) {
             Err(FormatError::VolumeTooSmall { cap: 8192, least }) => {
                 assert_eq!(least, 8192 + BLOCK + MIN_PIECE + END)
             }

@@ -57,6 +57,10 @@ pub struct WriterOptions<'a> {
     pub bundle_file: String,
     /// Make a delta (format 2.0) against these bases (SPEC §12).
     pub delta: Option<DeltaOptions<'a>>,
+    /// Find what layers of different platforms share and cut them into frames so
+    /// that each shared run can be stored once (SPEC §14; the writer still writes the
+    /// single file, and [`Written::shares`] says what a cut may store once).
+    pub share_parts: bool,
 }
 
 /// How a delta is made.
@@ -110,6 +114,69 @@ struct Spilled {
     layer: StoredLayer,
 }
 
+/// Shared parts: a layer held uncompressed until its counterpart arrives.
+struct RawLayer {
+    origin: String,
+    at: u64,
+    size: u64,
+    entries: Vec<crate::parts::Entry>,
+}
+
+/// How one zstd frame of a layer is made: compressed from the next `n` bytes, or (a
+/// run its counterpart already holds as a frame) those bytes read through and the
+/// counterpart's frame copied.
+enum Frame {
+    Compress(u64),
+    Copy {
+        raw: u64,
+        from: File,
+        at: u64,
+        len: u64,
+    },
+}
+
+/// A layer compressed: its diff_id, what was stored, and each frame's offset and size
+/// in the blob.
+type Compressed = (Digest, StoredLayer, Vec<(u64, u64)>);
+
+/// How a layer is compressed: one zstd frame per entry of `frames` (none: one frame for
+/// all of it), and its diff_id when already known (a held layer was hashed as it
+/// arrived; its private copy is not hashed again).
+#[derive(Default)]
+struct LayerPlan {
+    frames: Vec<Frame>,
+    diff_id: Option<Digest>,
+}
+
+/// A layer's uncompressed bytes on their way to the encoder: counted, and hashed
+/// unless the diff_id is known.
+struct LayerInput<R> {
+    inner: R,
+    hasher: Option<crate::digest::Sha256>,
+    count: u64,
+}
+
+impl<R: Read> Read for LayerInput<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Where a compressed layer's bytes went.
+struct Placement {
+    arrival: LayerArrival,
+    file: File,
+    at: u64,
+    layer: StoredLayer,
+    /// Each frame's offset and size in the blob.
+    frames: Vec<(u64, u64)>,
+}
+
 pub struct BundleWriter<'f, 'o> {
     file: &'f File,
     path: PathBuf,
@@ -142,6 +209,12 @@ pub struct BundleWriter<'f, 'o> {
     trusted_comment: String,
     buf: Vec<u8>,
     bytes_in: u64,
+    /// Shared parts: each paired layer's counterpart (both ways).
+    partners: HashMap<Digest, Digest>,
+    raw: Option<File>,
+    raw_len: u64,
+    held: HashMap<Digest, RawLayer>,
+    shares: Vec<crate::volumes::SharedRange>,
 }
 
 /// What a finished bundle holds.
@@ -154,6 +227,8 @@ pub struct Written {
     pub layer_bytes_in: u64,
     /// Layers that arrived ahead of their turn and were spilled.
     pub layers_spilled: usize,
+    /// Shared parts: the frames one layer has that another has byte for byte.
+    pub shares: Vec<crate::volumes::SharedRange>,
 }
 
 impl<'f, 'o> BundleWriter<'f, 'o> {
@@ -202,6 +277,11 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
                     }
                 }
             }
+        }
+        if opts.share_parts && opts.delta.is_some() {
+            return Err(FormatError::Internal(
+                "a delta bundle cannot share parts (yet): leave out --share-parts or --base".into(),
+            ));
         }
         let mut order = Vec::new();
         let mut seen = HashSet::new();
@@ -252,7 +332,17 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             } else {
                 0
             };
+        let partners = if opts.share_parts {
+            partners(&plan, &order)
+        } else {
+            HashMap::new()
+        };
         let mut writer = BundleWriter {
+            partners,
+            raw: None,
+            raw_len: 0,
+            held: HashMap::new(),
+            shares: Vec::new(),
             file,
             path: path.to_path_buf(),
             spill_dir: spill_dir.to_path_buf(),
@@ -301,6 +391,7 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
     /// Whether the bundle still needs the layer with this diff_id.
     pub fn wants(&self, diff_id: &Digest) -> bool {
         self.needed.contains(diff_id)
+            && !self.held.contains_key(diff_id)
             && !self.placed.contains_key(diff_id)
             && !self.spilled.contains_key(diff_id)
             && !self.measured.contains_key(diff_id)
@@ -318,6 +409,7 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             .or_else(|| self.spilled.get(diff_id).map(|s| &s.layer))
             .or_else(|| self.measured.get(diff_id))
             .map(|l| l.uncompressed)
+            .or_else(|| self.held.get(diff_id).map(|r| r.size))
     }
 
     /// The config of the image(s) the source knows as `identity`, byte for byte (the
@@ -387,7 +479,8 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
                 return Ok(LayerArrival::NotNeeded);
             }
             if self.to_measure(d) {
-                let (diff_id, stored) = self.compress(origin, data, io::sink(), progress)?;
+                let (diff_id, stored, _) =
+                    self.compress(origin, data, io::sink(), progress, &LayerPlan::default())?;
                 if diff_id != *d {
                     return Err(FormatError::LayerMismatch {
                         origin: origin.to_string(),
@@ -399,15 +492,20 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
                 return Ok(LayerArrival::Omitted);
             }
         }
+        // Shared parts: a layer that may pair waits uncompressed for its counterpart
+        // (one whose diff_id is unknown until read, too).
+        if !self.partners.is_empty() && expected.is_none_or(|d| self.partners.contains_key(d)) {
+            return self.hold(origin, expected, data, progress);
+        }
         // In its place when it is (or may be) the next one; ahead of its turn, spilled.
         let in_place = match expected {
             Some(d) => self.order.get(self.next) == Some(d),
             None => true,
         };
-        let (diff_id, stored) = if in_place {
-            self.compress_in_place(origin, data, progress)?
+        let (diff_id, stored, _) = if in_place {
+            self.compress_in_place(origin, data, progress, &LayerPlan::default())?
         } else {
-            self.compress_to_spill(origin, data, progress)?
+            self.compress_to_spill(origin, data, progress, &LayerPlan::default())?
         };
         if let Some(expected) = expected {
             if *expected != diff_id {
@@ -468,43 +566,78 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         Ok(())
     }
 
-    /// Compresses `data` into `sink`; returns its diff_id and what was stored.
+    /// Compresses `data` into `sink` as `plan` says; returns its diff_id, what was
+    /// stored and where each frame lies in it.
     fn compress<W: Write>(
         &mut self,
         origin: &str,
         data: &mut dyn Read,
         sink: W,
         progress: &dyn Progress,
-    ) -> Result<(Digest, StoredLayer), FormatError> {
+        plan: &LayerPlan,
+    ) -> Result<Compressed, FormatError> {
         let path = self.path.clone();
         let write_err = |error: io::Error| FormatError::Write {
             path: path.clone(),
             error,
         };
-        let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, sink));
-        let mut encoder =
-            codec::encoder(out, self.opts.level, self.opts.threads).map_err(write_err)?;
-        let mut input = HashingReader::new(ProgressReader {
-            inner: data,
-            progress,
-        });
-        loop {
-            let n = match input.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    return Err(FormatError::LayerRead {
-                        origin: origin.to_string(),
-                        error,
-                    })
+        let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, sink));
+        let mut input = LayerInput {
+            inner: ProgressReader {
+                inner: data,
+                progress,
+            },
+            hasher: plan.diff_id.is_none().then(crate::digest::Sha256::new),
+            count: 0,
+        };
+        let whole = [Frame::Compress(u64::MAX)];
+        let frames = if plan.frames.is_empty() {
+            &whole[..]
+        } else {
+            &plan.frames[..]
+        };
+        let mut spans = Vec::with_capacity(frames.len());
+        for frame in frames {
+            let start = out.written();
+            match frame {
+                Frame::Compress(n) => {
+                    let mut encoder = codec::encoder(out, self.opts.level, self.opts.threads)
+                        .map_err(write_err)?;
+                    self.pump(origin, &mut (&mut input).take(*n), &mut encoder)?;
+                    out = encoder.finish().map_err(write_err)?;
                 }
-            };
-            encoder.write_all(&self.buf[..n]).map_err(write_err)?;
+                Frame::Copy { raw, from, at, len } => {
+                    // Read through (for the diff_id); the counterpart's frame stands for it.
+                    let skipped =
+                        self.pump(origin, &mut (&mut input).take(*raw), &mut io::sink())?;
+                    if skipped != *raw {
+                        return Err(FormatError::Internal(format!(
+                            "{origin}: a shared run ends past the layer"
+                        )));
+                    }
+                    let mut from = FileRange {
+                        file: from,
+                        pos: *at,
+                        end: at + len,
+                    };
+                    self.pump(origin, &mut from, &mut out)?;
+                }
+            }
+            spans.push((start, out.written() - start));
         }
-        let (diff_id, uncompressed) = input.finish();
+        if frames.len() > 1 && self.pump(origin, &mut input, &mut io::sink())? != 0 {
+            return Err(FormatError::Internal(format!(
+                "{origin}: the layer is longer than its frames"
+            )));
+        }
+        let uncompressed = input.count;
+        let diff_id = match (input.hasher, &plan.diff_id) {
+            (Some(hasher), _) => Digest::finish(hasher),
+            (None, Some(known)) => known.clone(),
+            (None, None) => return Err(FormatError::Internal("a layer went unhashed".into())),
+        };
         self.bytes_in += uncompressed;
-        let (buffered, digest, size) = encoder.finish().map_err(write_err)?.finish();
+        let (buffered, digest, size) = out.finish();
         buffered
             .into_inner()
             .map_err(|e| write_err(e.into_error()))?;
@@ -515,7 +648,37 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
                 size,
                 uncompressed,
             },
+            spans,
         ))
+    }
+
+    /// Copies `from` into `to` through the writer's buffer; returns the bytes copied.
+    fn pump(
+        &mut self,
+        origin: &str,
+        from: &mut dyn Read,
+        to: &mut dyn Write,
+    ) -> Result<u64, FormatError> {
+        let mut total = 0u64;
+        loop {
+            let n = match from.read(&mut self.buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    return Err(FormatError::LayerRead {
+                        origin: origin.to_string(),
+                        error,
+                    })
+                }
+            };
+            to.write_all(&self.buf[..n])
+                .map_err(|error| FormatError::Write {
+                    path: self.path.clone(),
+                    error,
+                })?;
+            total += n as u64;
+        }
     }
 
     fn compress_in_place(
@@ -523,25 +686,17 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         origin: &str,
         data: &mut dyn Read,
         progress: &dyn Progress,
-    ) -> Result<(Digest, StoredLayer), FormatError> {
+        plan: &LayerPlan,
+    ) -> Result<Compressed, FormatError> {
         let mut f = self.file;
         f.seek(SeekFrom::Start(self.pos + BLOCK))
             .map_err(|e| self.write_error(e))?;
         let file = self.file;
-        self.compress(origin, data, file, progress)
+        self.compress(origin, data, file, progress, plan)
     }
 
     fn spill_file(&mut self) -> Result<&File, FormatError> {
-        if self.spill.is_none() {
-            let f = tempfile::tempfile_in(&self.spill_dir).map_err(|error| FormatError::Write {
-                path: self.spill_dir.clone(),
-                error,
-            })?;
-            self.spill = Some(f);
-        }
-        self.spill
-            .as_ref()
-            .ok_or_else(|| FormatError::Internal("spill file vanished".into()))
+        temp_file(&mut self.spill, &self.spill_dir)
     }
 
     fn compress_to_spill(
@@ -549,7 +704,8 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         origin: &str,
         data: &mut dyn Read,
         progress: &dyn Progress,
-    ) -> Result<(Digest, StoredLayer), FormatError> {
+        plan: &LayerPlan,
+    ) -> Result<Compressed, FormatError> {
         let at = self.spill_len;
         let spill = self
             .spill_file()?
@@ -558,9 +714,9 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         let mut s = &spill;
         s.seek(SeekFrom::Start(at))
             .map_err(|e| self.write_error(e))?;
-        let (diff_id, stored) = self.compress(origin, data, &spill, progress)?;
+        let (diff_id, stored, spans) = self.compress(origin, data, &spill, progress, plan)?;
         self.spill_len = at + stored.size;
-        Ok((diff_id, stored))
+        Ok((diff_id, stored, spans))
     }
 
     /// Copies `size` bytes at `at` in the output to the end of the spill file.
@@ -706,6 +862,15 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
     /// Writes the metadata members and the index (and its signature) into the reserved
     /// front region. Every planned layer and config must have arrived.
     pub fn finish(mut self) -> Result<Written, FormatError> {
+        // Shared parts: a layer still held lost its counterpart (which never came): place
+        // it alone, so that what is missing is named below.
+        let mut held: Vec<Digest> = self.held.keys().cloned().collect();
+        held.sort_by_key(|d| self.order.iter().position(|o| o == d));
+        for d in held {
+            if let Some(raw) = self.held.remove(&d) {
+                self.place(&d, &raw, Vec::new())?;
+            }
+        }
         // A layer to place, or (delta) one to learn the blob digest of, never came.
         let unplaced = self.order.get(self.next).cloned();
         let unmeasured = || {
@@ -870,7 +1035,234 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             bundle_bytes: self.pos,
             layer_bytes_in: self.bytes_in,
             layers_spilled,
+            shares: std::mem::take(&mut self.shares),
         })
+    }
+}
+
+/// Shared parts: which layer pairs with which, from the plan alone. A layer of one
+/// platform pairs with the layer at the same position of the same logical image on an
+/// earlier platform (the sorted order puts amd64 before arm64 before arm), each layer
+/// in one pair at most.
+fn partners(plan: &[PlannedImage], order: &[Digest]) -> HashMap<Digest, Digest> {
+    let stored: HashSet<&Digest> = order.iter().collect();
+    let mut out: HashMap<Digest, Digest> = HashMap::new();
+    for (i, image) in plan.iter().enumerate() {
+        let earlier = plan[..i]
+            .iter()
+            .filter(|e| e.logical == image.logical && e.platform != image.platform);
+        for e in earlier {
+            for (a, b) in e.diff_ids.iter().zip(&image.diff_ids) {
+                if a == b
+                    || out.contains_key(a)
+                    || out.contains_key(b)
+                    || !stored.contains(a)
+                    || !stored.contains(b)
+                {
+                    continue;
+                }
+                out.insert(a.clone(), b.clone());
+                out.insert(b.clone(), a.clone());
+            }
+        }
+    }
+    out
+}
+
+impl BundleWriter<'_, '_> {
+    fn raw_file(&mut self) -> Result<File, FormatError> {
+        let raw = temp_file(&mut self.raw, &self.spill_dir)?.try_clone();
+        raw.map_err(|e| self.write_error(e))
+    }
+
+    /// Takes a layer that may pair uncompressed, noting its tar entries; once both of a
+    /// pair are here, both are compressed.
+    fn hold(
+        &mut self,
+        origin: &str,
+        expected: Option<&Digest>,
+        data: &mut dyn Read,
+        progress: &dyn Progress,
+    ) -> Result<LayerArrival, FormatError> {
+        let raw = self.raw_file()?;
+        let at = self.raw_len;
+        let mut w = &raw;
+        w.seek(SeekFrom::Start(at))
+            .map_err(|e| self.write_error(e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, w);
+        let mut input = crate::parts::EntryScanner::new(HashingReader::new(ProgressReader {
+            inner: data,
+            progress,
+        }));
+        self.pump(origin, &mut input, &mut w)?;
+        w.flush().map_err(|e| self.write_error(e))?;
+        drop(w);
+        let (hashed, entries) = input.into_parts();
+        let (diff_id, size) = hashed.finish();
+        self.raw_len = at + size;
+        if let Some(expected) = expected {
+            if *expected != diff_id {
+                return Err(FormatError::LayerMismatch {
+                    origin: origin.to_string(),
+                    expected: expected.clone(),
+                    actual: diff_id,
+                });
+            }
+        }
+        if !self.wants(&diff_id) {
+            return Ok(LayerArrival::NotNeeded);
+        }
+        let layer = RawLayer {
+            origin: origin.to_string(),
+            at,
+            size,
+            entries,
+        };
+        let Some(partner) = self.partners.get(&diff_id).cloned() else {
+            // Known only once read: a layer that pairs with none.
+            return Ok(self.place(&diff_id, &layer, Vec::new())?.arrival);
+        };
+        self.held.insert(diff_id.clone(), layer);
+        if self.held.contains_key(&partner) {
+            self.place_pair(&diff_id, &partner)?;
+        }
+        Ok(LayerArrival::Spilled)
+    }
+
+    /// Compresses a held layer in its place, or into the spill when it is not its turn.
+    fn place(
+        &mut self,
+        diff_id: &Digest,
+        raw: &RawLayer,
+        frames: Vec<Frame>,
+    ) -> Result<Placement, FormatError> {
+        let plan = LayerPlan {
+            frames,
+            diff_id: Some(diff_id.clone()),
+        };
+        let raw_file = self.raw_file()?;
+        let mut data = FileRange {
+            file: &raw_file,
+            pos: raw.at,
+            end: raw.at + raw.size,
+        };
+        let in_place = self.order.get(self.next) == Some(diff_id);
+        let silent = crate::progress::Silent;
+        let (file, at, (got, layer, frames)) = if in_place {
+            let file = self.file.try_clone().map_err(|e| self.write_error(e))?;
+            let at = self.pos + BLOCK;
+            let done = self.compress_in_place(&raw.origin, &mut data, &silent, &plan)?;
+            (file, at, done)
+        } else {
+            let file = self
+                .spill_file()?
+                .try_clone()
+                .map_err(|e| self.write_error(e))?;
+            let at = self.spill_len;
+            let done = self.compress_to_spill(&raw.origin, &mut data, &silent, &plan)?;
+            (file, at, done)
+        };
+        if got != *diff_id || layer.uncompressed != raw.size {
+            return Err(self.write_error(io::Error::other(format!(
+                "the uncompressed copy of layer {diff_id} is {} bytes on disk, not {}",
+                layer.uncompressed, raw.size
+            ))));
+        }
+        let arrival = if in_place {
+            self.commit_in_place(diff_id.clone(), layer.clone())?;
+            self.drain_spilled()?;
+            LayerArrival::Placed
+        } else {
+            self.spilled.insert(
+                diff_id.clone(),
+                Spilled {
+                    at,
+                    layer: layer.clone(),
+                },
+            );
+            self.spills += 1;
+            LayerArrival::Spilled
+        };
+        Ok(Placement {
+            arrival,
+            file,
+            at,
+            layer,
+            frames,
+        })
+    }
+
+    /// Both layers of a pair are held: find the runs they share (compared byte for
+    /// byte), compress the first with a frame per run, and the second with those
+    /// frames copied.
+    fn place_pair(&mut self, one: &Digest, other: &Digest) -> Result<(), FormatError> {
+        let rank = |d: &Digest| self.order.iter().position(|o| o == d);
+        let (first, second) = if rank(one) <= rank(other) {
+            (one, other)
+        } else {
+            (other, one)
+        };
+        let (Some(a), Some(b)) = (self.held.remove(first), self.held.remove(second)) else {
+            return Err(FormatError::Internal("a paired layer is not held".into()));
+        };
+        let raw = self.raw_file()?;
+        let mut runs = Vec::new();
+        for run in crate::parts::find_runs(&a.entries, &b.entries, crate::parts::MIN_SHARED_RUN) {
+            if crate::parts::same_bytes(&raw, a.at + run.a, &raw, b.at + run.b, run.len)
+                .map_err(|e| self.write_error(e))?
+            {
+                runs.push(run);
+            }
+        }
+        let a_cuts = crate::parts::frames(
+            a.size,
+            &runs.iter().map(|r| (r.a, r.len)).collect::<Vec<_>>(),
+        );
+        let a_frames: Vec<Frame> = a_cuts
+            .iter()
+            .map(|(len, _)| Frame::Compress(*len))
+            .collect();
+        let placed_a = self.place(first, &a, a_frames)?;
+        // Where each run's frame lies in the first layer's blob.
+        let run_frames: Vec<(u64, u64)> = a_cuts
+            .iter()
+            .zip(&placed_a.frames)
+            .filter(|((_, run), _)| run.is_some())
+            .map(|(_, span)| *span)
+            .collect();
+        let b_cuts = crate::parts::frames(
+            b.size,
+            &runs.iter().map(|r| (r.b, r.len)).collect::<Vec<_>>(),
+        );
+        let mut b_frames = Vec::with_capacity(b_cuts.len());
+        for (len, run) in &b_cuts {
+            b_frames.push(match run {
+                None => Frame::Compress(*len),
+                Some(i) => Frame::Copy {
+                    raw: *len,
+                    from: placed_a.file.try_clone().map_err(|e| self.write_error(e))?,
+                    at: placed_a.at + run_frames[*i].0,
+                    len: run_frames[*i].1,
+                },
+            });
+        }
+        let placed_b = self.place(second, &b, b_frames)?;
+        let (source, user) = (
+            placed_a.layer.digest.blob_path(),
+            placed_b.layer.digest.blob_path(),
+        );
+        for ((_, run), span) in b_cuts.iter().zip(&placed_b.frames) {
+            if let Some(i) = run {
+                self.shares.push(crate::volumes::SharedRange {
+                    source: source.clone(),
+                    source_offset: run_frames[*i].0,
+                    size: run_frames[*i].1,
+                    user: user.clone(),
+                    user_offset: span.0,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1290,6 +1682,20 @@ fn placeholder_index(
         delta,
         volumes: None,
     }
+}
+
+/// The unnamed temporary file in `slot`, made in `dir` on first use (gone with the
+/// process).
+fn temp_file<'a>(slot: &'a mut Option<File>, dir: &Path) -> Result<&'a File, FormatError> {
+    if slot.is_none() {
+        let f = tempfile::tempfile_in(dir).map_err(|error| FormatError::Write {
+            path: dir.to_path_buf(),
+            error,
+        })?;
+        *slot = Some(f);
+    }
+    slot.as_ref()
+        .ok_or_else(|| FormatError::Internal("a temporary file vanished".into()))
 }
 
 /// Copies `size` bytes from `from` at `src` to `to` at `dst`; returns their digest.
