@@ -187,6 +187,11 @@ for rep in $(seq 1 "$reps"); do
   t=$(now); rss=$(rss_of "$archpack" create -q --sign "$work/ap/bench.key" -o "$work/ap/app.archpack" $images); record ap_create "$(since "$t")"
   record ap_create_rss "$rss"
   record ap_bytes "$(stat -c %s "$work/ap/app.archpack")"
+  # The same with what the platforms' layers share stored once (format 2.2).
+  rm -f "$work/ap/parts.archpack"
+  t=$(now); rss=$(rss_of "$archpack" create -q --share-parts --sign "$work/ap/bench.key" -o "$work/ap/parts.archpack" $images); record parts_create "$(since "$t")"
+  record parts_create_rss "$rss"
+  record parts_bytes "$(stat -c %s "$work/ap/parts.archpack")"
 
   # Loads, each into a fresh engine, after a sync (the previous engines' writeback would
   # otherwise land on whichever load runs next), in an order that rotates per repetition.
@@ -204,11 +209,16 @@ for rep in $(seq 1 "$reps"); do
     record ap_load_rss "$rss"
     t=$(now); "$archpack" load -q --trust "$work/ap/bench.pub" "$work/ap/app.archpack" >/dev/null; record ap_reload "$(since "$t")"
   }
-  order=(load_seeds load_raw load_ap)
-  for k in 0 1 2; do
+  load_parts() {
+    cat "$work/ap/parts.archpack" >/dev/null
+    t=$(now); rss=$(rss_of "$archpack" load -q --trust "$work/ap/bench.pub" --json "$work/ap/parts.archpack"); record parts_load "$(since "$t")"
+    record parts_load_rss "$rss"
+  }
+  order=(load_seeds load_raw load_ap load_parts)
+  for k in 0 1 2 3; do
     fresh_engine
     sync; sleep 1
-    "${order[$(( (k + rep) % 3 ))]}"
+    "${order[$(( (k + rep) % 4 ))]}"
     drop_engine
   done
 done
@@ -216,7 +226,7 @@ done
 # Bytes the chosen platform needs vs bytes archpack read (from a dry run's accounting).
 export DOCKER_HOST=$build_host
 "$archpack" inspect --json "$work/ap/app.archpack" >"$work/inspect.json"
-needed=$(tar -xOf "$work/ap/app.archpack" archpack-index.json | python3 -c '
+needed_of() { tar -xOf "$1" archpack-index.json | python3 -c '
 import json, sys
 idx = json.load(sys.stdin); arch = sys.argv[1]
 need = set()
@@ -226,9 +236,15 @@ for im in idx["images"]:
             need.update([p["config"]] + p["layers"])
 m = idx["members"]
 front = m[0]["offset"] - 512
-print(front + sum(x["size"] for x in m if x["digest"] in need))' "$host_arch")
+print(front + sum(x["size"] for x in m if x["digest"] in need))' "$host_arch"; }
+needed=$(needed_of "$work/ap/app.archpack")
+parts_needed=$(needed_of "$work/ap/parts.archpack")
 fresh_engine
 read=$("$archpack" load -q --trust "$work/ap/bench.pub" --json "$work/ap/app.archpack" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bundleBytesRead"])')
+drop_engine
+# With shared parts the index's offsets are the single file's: the same accounting.
+fresh_engine
+parts_read=$("$archpack" load -q --trust "$work/ap/bench.pub" --json "$work/ap/parts.archpack" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bundleBytesRead"])')
 drop_engine
 
 # Delta bundles (release 2 against release 1): full, layer-only (what a whole-image or
@@ -370,6 +386,13 @@ row "bytes shipped vs zstd per arch" "$(mb "$(m ap_bytes)")" "$(mb "$(m zstd_byt
 timed "load time (s) vs seeds" ap_load "$(m seeds_load)" "<= 0.30"
 timed "load time vs raw-tar docker load" ap_load "$(m raw_load)" "<= 0.85"
 row "bytes read at load / needed" "$(mb "$read")" "$(mb "$needed")" "$(ratio "$read" "$needed")" "<= 1.01"
+row "with --share-parts (format 2.2):" "" "" "" ""
+row "  bytes shipped vs seeds" "$(mb "$(m parts_bytes)")" "$(mb "$(m seeds_bytes)")" "$(ratio "$(m parts_bytes)" "$(m seeds_bytes)")" "<= 0.25"
+timed "  create time vs save|zstd -T0 -3" parts_create "$(sum_arch zstd_create)" "<= 0.80"
+timed "  load time vs seeds" parts_load "$(m seeds_load)" "<= 0.30"
+timed "  load time vs raw-tar docker load" parts_load "$(m raw_load)" "<= 0.85"
+row "  bytes read at load / needed" "$(mb "$parts_read")" "$(mb "$parts_needed")" "$(ratio "$parts_read" "$parts_needed")" "<= 1.01"
+row "  peak RSS create / load (MiB)" "$(( $(m parts_create_rss) / 1024 ))" "$(( $(m parts_load_rss) / 1024 ))" "" "<= 64"
 row "peak RSS create (MiB)" "$(( $(m ap_create_rss) / 1024 ))" "" "" "<= 64"
 row "peak RSS load (MiB)" "$(( $(m ap_load_rss) / 1024 ))" "" "" "<= 64"
 row "re-load, all present (s)" "$(printf %.3f "$(m ap_reload)")" "" "" "<= 0.5"
@@ -389,3 +412,4 @@ row "  as CPU s / GiB on a Pi 4 core" "$(awk -v i="$insn_per_gib" 'BEGIN {printf
 echo
 echo "ranges over the repetitions (min-max, s): create $(range ap_create), seeds create $(range seeds_create);"
 echo "  load $(range ap_load), seeds load $(range seeds_load), raw docker load $(range raw_load)"
+echo "  --share-parts: create $(range parts_create), load $(range parts_load)"
