@@ -173,6 +173,8 @@ fn what_platforms_share_is_stored_once_and_the_plain_file_joins_back() {
         .assert()
         .success()
         .stdout(predicate::str::contains("stored once"));
+    // "on disk" is the file written, not the plain file it stands for.
+    assert_eq!(inspect_json(&parts)["bytes"], len(&parts));
     // The independent reader rebuilds the plain file and checks every member of it.
     let out = std::process::Command::new("python3")
         .arg(repo_root().join("bundle-format/reference_reader.py"))

@@ -151,7 +151,12 @@ pub fn inspect(path: &Path, trust: &TrustStore) -> Result<InspectReport, Error> 
         format: index.format.clone(),
         tool: index.tool.clone(),
         created: index.created.clone(),
-        bytes: reader.file_len,
+        // Volumes and shared parts: the files written, not the single file they map.
+        bytes: reader
+            .index
+            .volumes
+            .as_ref()
+            .map_or(reader.file_len, |t| t.files.iter().map(|f| f.size).sum()),
         signed: reader.signature.is_some(),
         signer: signer_status(&reader, trust),
         shared_bytes: sizes.shared_bytes,
