@@ -1148,7 +1148,9 @@ impl BundleWriter<'_, '_> {
         };
         let in_place = self.order.get(self.next) == Some(diff_id);
         let silent = crate::progress::Silent;
-        let (file, at, (got, layer, frames)) = if in_place {
+        // The diff_id was taken as the layer arrived (the plan carries it): only the
+        // length of the private copy is left to check.
+        let (file, at, (_, layer, frames)) = if in_place {
             let file = self.file.try_clone().map_err(|e| self.write_error(e))?;
             let at = self.pos + BLOCK;
             let done = self.compress_in_place(&raw.origin, &mut data, &silent, &plan)?;
@@ -1162,7 +1164,7 @@ impl BundleWriter<'_, '_> {
             let done = self.compress_to_spill(&raw.origin, &mut data, &silent, &plan)?;
             (file, at, done)
         };
-        if got != *diff_id || layer.uncompressed != raw.size {
+        if layer.uncompressed != raw.size {
             return Err(self.write_error(io::Error::other(format!(
                 "the uncompressed copy of layer {diff_id} is {} bytes on disk, not {}",
                 layer.uncompressed, raw.size
