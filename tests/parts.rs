@@ -18,44 +18,46 @@ const SHARED_LEN: usize = 600 << 10;
 /// after it (as a distribution's /usr/share is), as a docker-archive `base:1-ARCH`;
 /// and the fixture's `other` image as it is (nothing of it is shared but its top).
 fn sources(dir: &Path) -> Vec<String> {
-    let shared = incompressible(SHARED_LEN, 7);
-    let notes = "the same text on every platform\n".repeat(4000);
     let mut out = Vec::new();
     for arch in ["amd64", "arm64"] {
-        let (config, layers) = read_image_archive(&fixtures().join(format!("svc-{arch}.tar")));
-        let mut archive = tar::Archive::new(&layers[0][..]);
-        let mut b = tar::Builder::new(Vec::new());
-        for entry in archive.entries().unwrap() {
-            let mut entry = entry.unwrap();
-            let h = entry.header().clone();
-            let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
-            b.append(&h, &data[..]).unwrap();
-        }
-        for (name, data) in [
-            ("usr/share/common/data.bin", shared.clone()),
-            ("usr/share/common/notes.txt", notes.clone().into_bytes()),
-        ] {
-            let mut h = tar::Header::new_ustar();
-            h.set_path(name).unwrap();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_cksum();
-            b.append(&h, &data[..]).unwrap();
-        }
-        let base = b.into_inner().unwrap();
-        let p = dir.join(format!("base-{arch}.tar"));
-        let mut layers = layers;
-        layers[0] = base;
-        write_image_archive(&p, &format!("base:1-{arch}"), config, &layers);
-        out.push(format!("docker-archive:{}", p.display()));
+        out.push(base_image(dir, arch, None));
         out.push(format!(
             "docker-archive:{}",
             fixtures().join(format!("other-{arch}.tar")).display()
         ));
     }
     out
+}
+
+/// `base:1-ARCH` as [`sources`] describes it, from the fixture of `arch`; `as_arm_v7`
+/// makes it a linux/arm/v7 image whose layer starts with a file of its own (a third
+/// platform the fixtures do not have).
+fn base_image(dir: &Path, arch: &str, as_arm_v7: Option<&str>) -> String {
+    let shared = incompressible(SHARED_LEN, 7);
+    let notes = "the same text on every platform\n".repeat(4000);
+    let (mut config, layers) = read_image_archive(&fixtures().join(format!("svc-{arch}.tar")));
+    let mut b = tar::Builder::new(Vec::new());
+    if let Some(marker) = as_arm_v7 {
+        append_file(&mut b, "etc/platform", marker.as_bytes());
+        config["architecture"] = "arm".into();
+        config["variant"] = "v7".into();
+    }
+    let mut archive = tar::Archive::new(&layers[0][..]);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let h = entry.header().clone();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        b.append(&h, &data[..]).unwrap();
+    }
+    append_file(&mut b, "usr/share/common/data.bin", &shared);
+    append_file(&mut b, "usr/share/common/notes.txt", notes.as_bytes());
+    let mut layers = layers;
+    layers[0] = b.into_inner().unwrap();
+    let tag = if as_arm_v7.is_some() { "armv7" } else { arch };
+    let p = dir.join(format!("base-{tag}.tar"));
+    write_image_archive(&p, &format!("base:1-{tag}"), config, &layers);
+    format!("docker-archive:{}", p.display())
 }
 
 fn create(dir: &Path, out: &str, extra: &[&str]) -> PathBuf {
@@ -176,17 +178,7 @@ fn what_platforms_share_is_stored_once_and_the_plain_file_joins_back() {
     // "on disk" is the file written, not the plain file it stands for.
     assert_eq!(inspect_json(&parts)["bytes"], len(&parts));
     // The independent reader rebuilds the plain file and checks every member of it.
-    let out = std::process::Command::new("python3")
-        .arg(repo_root().join("bundle-format/reference_reader.py"))
-        .arg(&parts)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = reference_read(&parts, &[]);
 
     // `join` writes that plain file: format 1.0, every layer whole, read by skopeo.
     let joined = dir.path().join("joined.archpack");
@@ -398,6 +390,67 @@ fn share_parts_in_volumes_and_what_it_does_not_combine_with() {
     assert!(!dir.path().join("d.archpack").exists());
 }
 
+/// A third platform's layer copies the frames the first platform's layer was cut into
+/// for the second: what all three carry alike is stored once, in one piece that
+/// stands in the three layers.
+#[test]
+fn a_third_platform_copies_the_frames_the_first_two_share() {
+    if skip(&[Need::Fixtures]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut srcs = sources(dir.path());
+    srcs.push(base_image(dir.path(), "arm64", Some("linux/arm/v7\n")));
+    let create3 = |out: &str, extra: &[&str]| {
+        let path = dir.path().join(out);
+        archpack()
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .args(["create", "-q", "--bundle-name", "app", "-o"])
+            .arg(&path)
+            .args(extra)
+            .args(&srcs)
+            .assert()
+            .success();
+        path
+    };
+    let plain = create3("plain.archpack", &[]);
+    let parts = create3("parts.archpack", &["--share-parts"]);
+    // Stored once where it was stored three times: two copies saved.
+    assert!(
+        len(&parts) + (SHARED_LEN as u64) * 2 * 9 / 10 <= len(&plain),
+        "parts {} vs plain {}",
+        len(&parts),
+        len(&plain)
+    );
+    let in_three: Vec<Value> = shared_pieces(&parts)
+        .into_iter()
+        .filter(|p| p["shares"].as_array().unwrap().len() == 2)
+        .collect();
+    let in_three_bytes: u64 = in_three.iter().map(|p| p["size"].as_u64().unwrap()).sum();
+    assert!(in_three_bytes >= SHARED_LEN as u64, "{in_three_bytes}");
+    assert_eq!(image_ids(&parts), image_ids(&plain));
+    archpack()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&parts)
+        .assert()
+        .success();
+    // The independent reader checks every member of the plain file it rebuilds.
+    reference_read(&parts, &[]);
+    // The arm/v7 image comes out as it went in: its layers are the source's bytes.
+    let extracted = dir.path().join("v7.tar");
+    archpack()
+        .args(["extract", "--allow-unsigned", "--platform", "linux/arm/v7"])
+        .args(["--image", "base:1", "-o"])
+        .arg(&extracted)
+        .arg(&parts)
+        .assert()
+        .success();
+    let (_, got) = read_image_archive(&extracted);
+    let (_, want) = read_image_archive(&dir.path().join("base-armv7.tar"));
+    let digests = |layers: &[Vec<u8>]| layers.iter().map(|l| sha256_hex(l)).collect::<Vec<_>>();
+    assert_eq!(digests(&got), digests(&want));
+}
+
 #[test]
 fn a_shared_piece_that_names_no_member_is_refused_before_anything_is_read() {
     if skip(&[Need::Fixtures]) {
@@ -450,10 +503,6 @@ fn a_shared_piece_that_names_no_member_is_refused_before_anything_is_read() {
         },
         "does not require `parts`",
     );
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]

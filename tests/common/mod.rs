@@ -183,15 +183,38 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, data) in files {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(name).unwrap();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append(&h, *data).unwrap();
+        append_file(&mut b, name, data);
     }
     b.into_inner().unwrap()
+}
+
+/// Appends a plain file (mode 0644, mtime 0) to a tar.
+pub fn append_file<W: std::io::Write>(b: &mut tar::Builder<W>, name: &str, data: &[u8]) {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).unwrap();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+}
+
+/// What the format's independent reader (`bundle-format/reference_reader.py`) makes of
+/// `bundle`, which it must accept.
+pub fn reference_read(bundle: &Path, args: &[&str]) -> Value {
+    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-format/reference_reader.py");
+    let out = std::process::Command::new("python3")
+        .arg(reader)
+        .arg(bundle)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// `v` with every object's keys in sorted order (the vector recipe's config form).

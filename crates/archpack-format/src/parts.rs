@@ -2,9 +2,10 @@
 //! runs of identical tar entries two layers of different platforms carry, so that each
 //! run becomes one zstd frame stored once.
 //!
-//! A layer of the first platform waits uncompressed until its counterpart of the other
-//! platform arrives (the frames of both depend on what they share); both are then cut
-//! into frames at the runs' edges. The bytes of each run are compared before they are
+//! A layer of the first platform (the hub) waits uncompressed until its counterpart of
+//! the next platform arrives (the frames of both depend on what they share); both are
+//! then cut into frames at the runs' edges, and later platforms' counterparts copy the
+//! hub's frames they hold too. The bytes of each run are compared before they are
 //! shared: the entry hashes only find candidates.
 
 use std::fs::File;

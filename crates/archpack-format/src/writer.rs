@@ -122,6 +122,24 @@ struct RawLayer {
     entries: Vec<crate::parts::Entry>,
 }
 
+/// Shared parts: a hub layer compressed in frames, its uncompressed copy kept, so that
+/// each member that comes later copies the frames it carries alike.
+struct PlacedHub {
+    raw: RawLayer,
+    file: File,
+    at: u64,
+    blob: String,
+    frames: Vec<HubFrame>,
+}
+
+/// One frame of a hub: the uncompressed stretch it holds, and where it lies in the blob.
+struct HubFrame {
+    raw_at: u64,
+    raw_len: u64,
+    blob_at: u64,
+    blob_len: u64,
+}
+
 /// How one zstd frame of a layer is made: compressed from the next `n` bytes, or (a
 /// run its counterpart already holds as a frame) those bytes read through and the
 /// counterpart's frame copied.
@@ -209,8 +227,13 @@ pub struct BundleWriter<'f, 'o> {
     trusted_comment: String,
     buf: Vec<u8>,
     bytes_in: u64,
-    /// Shared parts: each paired layer's counterpart (both ways).
-    partners: HashMap<Digest, Digest>,
+    /// Shared parts: the layer of the first platform whose frames each later
+    /// platform's layer at the same position may copy (member → hub).
+    hub_of: HashMap<Digest, Digest>,
+    /// The same the other way: each hub's members, in file order.
+    hub_members: HashMap<Digest, Vec<Digest>>,
+    /// Hubs compressed in frames, kept for members still to come.
+    placed_hubs: HashMap<Digest, PlacedHub>,
     raw: Option<File>,
     raw_len: u64,
     held: HashMap<Digest, RawLayer>,
@@ -332,13 +355,21 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             } else {
                 0
             };
-        let partners = if opts.share_parts {
-            partners(&plan, &order)
+        let hub_of = if opts.share_parts {
+            hubs(&plan, &order)
         } else {
             HashMap::new()
         };
+        let mut hub_members: HashMap<Digest, Vec<Digest>> = HashMap::new();
+        for d in &order {
+            if let Some(hub) = hub_of.get(d) {
+                hub_members.entry(hub.clone()).or_default().push(d.clone());
+            }
+        }
         let mut writer = BundleWriter {
-            partners,
+            hub_of,
+            hub_members,
+            placed_hubs: HashMap::new(),
             raw: None,
             raw_len: 0,
             held: HashMap::new(),
@@ -494,7 +525,7 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         }
         // Shared parts: a layer that may pair waits uncompressed for its counterpart
         // (one whose diff_id is unknown until read, too).
-        if !self.partners.is_empty() && expected.is_none_or(|d| self.partners.contains_key(d)) {
+        if !self.hub_of.is_empty() && expected.is_none_or(|d| self.may_share(d)) {
             return self.hold(origin, expected, data, progress);
         }
         // In its place when it is (or may be) the next one; ahead of its turn, spilled.
@@ -1040,33 +1071,37 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
     }
 }
 
-/// Shared parts: which layer pairs with which, from the plan alone. A layer of one
-/// platform pairs with the layer at the same position of the same logical image on an
-/// earlier platform (the sorted order puts amd64 before arm64 before arm), each layer
-/// in one pair at most.
-fn partners(plan: &[PlannedImage], order: &[Digest]) -> HashMap<Digest, Digest> {
-    let stored: HashSet<&Digest> = order.iter().collect();
-    let mut out: HashMap<Digest, Digest> = HashMap::new();
+/// Shared parts: which layer copies frames from which, from the plan alone. Layer *k*
+/// of a logical image on one platform is a member of the layer at the same position on
+/// the first earlier platform that has a different layer there (the sorted order puts
+/// amd64 before arm64 before arm): that hub is cut into frames where it and its first
+/// member to arrive carry the same entries, and every member copies the frames it
+/// holds byte for byte. A hub is no member, a member belongs to one hub.
+fn hubs(plan: &[PlannedImage], order: &[Digest]) -> HashMap<Digest, Digest> {
+    let rank: HashMap<&Digest, usize> = order.iter().enumerate().map(|(i, d)| (d, i)).collect();
+    let mut hub_of: HashMap<Digest, Digest> = HashMap::new();
+    let mut is_hub: HashSet<Digest> = HashSet::new();
     for (i, image) in plan.iter().enumerate() {
-        let earlier = plan[..i]
-            .iter()
-            .filter(|e| e.logical == image.logical && e.platform != image.platform);
-        for e in earlier {
-            for (a, b) in e.diff_ids.iter().zip(&image.diff_ids) {
-                if a == b
-                    || out.contains_key(a)
-                    || out.contains_key(b)
-                    || !stored.contains(a)
-                    || !stored.contains(b)
-                {
-                    continue;
-                }
-                out.insert(a.clone(), b.clone());
-                out.insert(b.clone(), a.clone());
+        for (k, b) in image.diff_ids.iter().enumerate() {
+            let Some(a) = plan[..i]
+                .iter()
+                .filter(|e| e.logical == image.logical && e.platform != image.platform)
+                .filter_map(|e| e.diff_ids.get(k))
+                .find(|a| *a != b)
+            else {
+                continue;
+            };
+            let (Some(ra), Some(rb)) = (rank.get(a), rank.get(b)) else {
+                continue;
+            };
+            if ra > rb || hub_of.contains_key(a) || hub_of.contains_key(b) || is_hub.contains(b) {
+                continue;
             }
+            hub_of.insert(b.clone(), a.clone());
+            is_hub.insert(a.clone());
         }
     }
-    out
+    hub_of
 }
 
 impl BundleWriter<'_, '_> {
@@ -1118,15 +1153,37 @@ impl BundleWriter<'_, '_> {
             size,
             entries,
         };
-        let Some(partner) = self.partners.get(&diff_id).cloned() else {
-            // Known only once read: a layer that pairs with none.
+        if !self.may_share(&diff_id) {
+            // Known only once read: a layer that shares with none.
             return Ok(self.place(&diff_id, &layer, Vec::new())?.arrival);
-        };
-        self.held.insert(diff_id.clone(), layer);
-        if self.held.contains_key(&partner) {
-            self.place_pair(&diff_id, &partner)?;
         }
+        self.held.insert(diff_id.clone(), layer);
+        self.place_what_can_share(&diff_id)?;
         Ok(LayerArrival::Spilled)
+    }
+
+    fn may_share(&self, diff_id: &Digest) -> bool {
+        self.hub_of.contains_key(diff_id) || self.hub_members.contains_key(diff_id)
+    }
+
+    /// A hub or member has arrived: once the hub and a member are here, the hub is cut
+    /// and placed, then every member here copies its frames.
+    fn place_what_can_share(&mut self, arrived: &Digest) -> Result<(), FormatError> {
+        let hub = self.hub_of.get(arrived).unwrap_or(arrived).clone();
+        let here: Vec<Digest> = self.hub_members.get(&hub).map_or_else(Vec::new, |members| {
+            let held = members.iter().filter(|m| self.held.contains_key(*m));
+            held.cloned().collect()
+        });
+        if !self.placed_hubs.contains_key(&hub) {
+            let (true, Some(first)) = (self.held.contains_key(&hub), here.first()) else {
+                return Ok(());
+            };
+            self.place_hub(&hub, first)?;
+        }
+        for member in here {
+            self.place_member(&hub, &member)?;
+        }
+        Ok(())
     }
 
     /// Compresses a held layer in its place, or into the spill when it is not its turn.
@@ -1194,20 +1251,15 @@ impl BundleWriter<'_, '_> {
         })
     }
 
-    /// Both layers of a pair are held: find the runs they share (compared byte for
-    /// byte), compress the first with a frame per run, and the second with those
-    /// frames copied.
-    fn place_pair(&mut self, one: &Digest, other: &Digest) -> Result<(), FormatError> {
-        let rank = |d: &Digest| self.order.iter().position(|o| o == d);
-        let (first, second) = if rank(one) <= rank(other) {
-            (one, other)
-        } else {
-            (other, one)
-        };
-        let (Some(a), Some(b)) = (self.held.remove(first), self.held.remove(second)) else {
-            return Err(FormatError::Internal("a paired layer is not held".into()));
-        };
+    /// Cuts a held hub into frames at the runs it shares with its first member to
+    /// arrive (compared byte for byte), places it, and keeps it for its members.
+    fn place_hub(&mut self, hub: &Digest, first: &Digest) -> Result<(), FormatError> {
         let raw = self.raw_file()?;
+        let (Some(a), Some(b)) = (self.held.remove(hub), self.held.get(first)) else {
+            return Err(FormatError::Internal(
+                "a hub or its member is not held".into(),
+            ));
+        };
         let mut runs = Vec::new();
         for run in crate::parts::find_runs(&a.entries, &b.entries, crate::parts::MIN_SHARED_RUN) {
             if crate::parts::same_bytes(&raw, a.at + run.a, &raw, b.at + run.b, run.len)
@@ -1216,49 +1268,104 @@ impl BundleWriter<'_, '_> {
                 runs.push(run);
             }
         }
-        let a_cuts = crate::parts::frames(
+        let cuts = crate::parts::frames(
             a.size,
             &runs.iter().map(|r| (r.a, r.len)).collect::<Vec<_>>(),
         );
-        let a_frames: Vec<Frame> = a_cuts
+        let plan = cuts.iter().map(|(len, _)| Frame::Compress(*len)).collect();
+        let placed = self.place(hub, &a, plan)?;
+        let mut raw_at = 0;
+        let frames = cuts
             .iter()
-            .map(|(len, _)| Frame::Compress(*len))
+            .zip(&placed.frames)
+            .map(|((raw_len, _), &(blob_at, blob_len))| {
+                let frame = HubFrame {
+                    raw_at,
+                    raw_len: *raw_len,
+                    blob_at,
+                    blob_len,
+                };
+                raw_at += raw_len;
+                frame
+            })
             .collect();
-        let placed_a = self.place(first, &a, a_frames)?;
-        // Where each run's frame lies in the first layer's blob.
-        let run_frames: Vec<(u64, u64)> = a_cuts
-            .iter()
-            .zip(&placed_a.frames)
-            .filter(|((_, run), _)| run.is_some())
-            .map(|(_, span)| *span)
-            .collect();
-        let b_cuts = crate::parts::frames(
-            b.size,
-            &runs.iter().map(|r| (r.b, r.len)).collect::<Vec<_>>(),
+        let blob = placed.layer.digest.blob_path();
+        self.placed_hubs.insert(
+            hub.clone(),
+            PlacedHub {
+                raw: a,
+                file: placed.file,
+                at: placed.at,
+                blob,
+                frames,
+            },
         );
-        let mut b_frames = Vec::with_capacity(b_cuts.len());
-        for (len, run) in &b_cuts {
-            b_frames.push(match run {
+        Ok(())
+    }
+
+    /// Compresses a held member of a placed hub, each of the hub's frames it carries
+    /// byte for byte (at least a run's minimum) copied.
+    fn place_member(&mut self, hub: &Digest, member: &Digest) -> Result<(), FormatError> {
+        let raw = self.raw_file()?;
+        let (Some(h), Some(m)) = (self.placed_hubs.remove(hub), self.held.remove(member)) else {
+            return Err(FormatError::Internal("a member's hub is not placed".into()));
+        };
+        let runs =
+            crate::parts::find_runs(&h.raw.entries, &m.entries, crate::parts::MIN_SHARED_RUN);
+        // (offset in the member, length, hub frame): sorted and disjoint, as the runs.
+        let mut shared: Vec<(u64, u64, usize)> = Vec::new();
+        let mut run = runs.iter().peekable();
+        for (i, f) in h.frames.iter().enumerate() {
+            while run.next_if(|r| r.a + r.len <= f.raw_at).is_some() {}
+            let Some(r) = run.peek() else { break };
+            if f.raw_len < crate::parts::MIN_SHARED_RUN
+                || f.raw_at < r.a
+                || f.raw_at + f.raw_len > r.a + r.len
+            {
+                continue;
+            }
+            let at = r.b + (f.raw_at - r.a);
+            if crate::parts::same_bytes(&raw, h.raw.at + f.raw_at, &raw, m.at + at, f.raw_len)
+                .map_err(|e| self.write_error(e))?
+            {
+                shared.push((at, f.raw_len, i));
+            }
+        }
+        let cuts = crate::parts::frames(
+            m.size,
+            &shared.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+        );
+        let mut plan = Vec::with_capacity(cuts.len());
+        for (len, s) in &cuts {
+            plan.push(match s {
                 None => Frame::Compress(*len),
-                Some(i) => Frame::Copy {
-                    raw: *len,
-                    from: placed_a.file.try_clone().map_err(|e| self.write_error(e))?,
-                    at: placed_a.at + run_frames[*i].0,
-                    len: run_frames[*i].1,
-                },
+                Some(s) => {
+                    let f = &h.frames[shared[*s].2];
+                    Frame::Copy {
+                        raw: *len,
+                        from: h.file.try_clone().map_err(|e| self.write_error(e))?,
+                        at: h.at + f.blob_at,
+                        len: f.blob_len,
+                    }
+                }
             });
         }
-        let placed_b = self.place(second, &b, b_frames)?;
-        let (source, user) = (
-            placed_a.layer.digest.blob_path(),
-            placed_b.layer.digest.blob_path(),
+        let (source, frames): (String, Vec<(u64, u64)>) = (
+            h.blob.clone(),
+            shared
+                .iter()
+                .map(|s| (h.frames[s.2].blob_at, h.frames[s.2].blob_len))
+                .collect(),
         );
-        for ((_, run), span) in b_cuts.iter().zip(&placed_b.frames) {
-            if let Some(i) = run {
+        self.placed_hubs.insert(hub.clone(), h);
+        let placed = self.place(member, &m, plan)?;
+        let user = placed.layer.digest.blob_path();
+        for ((_, s), span) in cuts.iter().zip(&placed.frames) {
+            if let Some(s) = s {
                 self.shares.push(crate::volumes::SharedRange {
                     source: source.clone(),
-                    source_offset: run_frames[*i].0,
-                    size: run_frames[*i].1,
+                    source_offset: frames[*s].0,
+                    size: frames[*s].1,
                     user: user.clone(),
                     user_offset: span.0,
                 });
