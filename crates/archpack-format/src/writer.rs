@@ -646,12 +646,15 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
                             "{origin}: a shared run ends past the layer"
                         )));
                     }
+                    // The counterpart's frame is in this bundle's own files: failing
+                    // to read it back is a failure to write the bundle.
                     let mut from = FileRange {
                         file: from,
                         pos: *at,
                         end: at + len,
                     };
-                    self.pump(origin, &mut from, &mut out)?;
+                    copy_counted(&mut from, &mut out, &mut self.buf)
+                        .map_err(|e| self.write_error(e.into_io()))?;
                 }
             }
             spans.push((start, out.written() - start));
@@ -683,33 +686,21 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
         ))
     }
 
-    /// Copies `from` into `to` through the writer's buffer; returns the bytes copied.
+    /// Copies a layer's bytes `from` its source into `to` through the writer's buffer;
+    /// returns the bytes copied.
     fn pump(
         &mut self,
         origin: &str,
         from: &mut dyn Read,
         to: &mut dyn Write,
     ) -> Result<u64, FormatError> {
-        let mut total = 0u64;
-        loop {
-            let n = match from.read(&mut self.buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    return Err(FormatError::LayerRead {
-                        origin: origin.to_string(),
-                        error,
-                    })
-                }
-            };
-            to.write_all(&self.buf[..n])
-                .map_err(|error| FormatError::Write {
-                    path: self.path.clone(),
-                    error,
-                })?;
-            total += n as u64;
-        }
+        copy_counted(from, to, &mut self.buf).map_err(|e| match e {
+            CopyError::Read(error) => FormatError::LayerRead {
+                origin: origin.to_string(),
+                error,
+            },
+            CopyError::Write(error) => self.write_error(error),
+        })
     }
 
     fn compress_in_place(
@@ -1547,7 +1538,8 @@ impl BundleWriter<'_, '_> {
             )
             .map_err(io_err)?;
             let mut layer = codec::decoder(FileRange::new(self.file, &member)).map_err(io_err)?;
-            copy_all(&mut layer, &mut encoder, &mut self.buf).map_err(io_err)?;
+            copy_counted(&mut layer, &mut encoder, &mut self.buf)
+                .map_err(|e| io_err(e.into_io()))?;
             let (buffered, digest, size) = encoder.finish().map_err(io_err)?.finish();
             buffered.into_inner().map_err(|e| io_err(e.into_error()))?;
             (digest, size)
@@ -1637,14 +1629,32 @@ impl Read for FileRange<'_> {
     }
 }
 
-fn copy_all(from: &mut dyn Read, to: &mut dyn Write, buf: &mut [u8]) -> io::Result<()> {
-    loop {
-        match from.read(buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => to.write_all(&buf[..n])?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Which side of a copy failed.
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl CopyError {
+    fn into_io(self) -> io::Error {
+        match self {
+            CopyError::Read(e) | CopyError::Write(e) => e,
         }
+    }
+}
+
+/// Copies `from` into `to` through `buf`; returns the bytes copied.
+fn copy_counted(from: &mut dyn Read, to: &mut dyn Write, buf: &mut [u8]) -> Result<u64, CopyError> {
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        total += n as u64;
     }
 }
 
