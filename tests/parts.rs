@@ -564,6 +564,9 @@ fn an_engine_source_that_streams_in_its_own_order_shares_the_same_parts() {
         .success();
 }
 
+/// skopeo pulls the arm64 images (whose layers reach into the amd64 ones' frames).
+const ARM64: &[&str] = &["--override-arch", "arm64"];
+
 /// A process killed when the test ends.
 struct Running(std::process::Child);
 
@@ -572,42 +575,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// `skopeo copy` of `reference` (arm64) into an OCI layout, every blob's digest checked
-/// by skopeo; returns the config digest (the image ID) and the blobs' total size.
-fn skopeo_pull(reference: &str, layout: &Path) -> (String, u64) {
-    let out = std::process::Command::new("skopeo")
-        .args([
-            "copy",
-            "-q",
-            "--src-tls-verify=false",
-            "--override-arch",
-            "arm64",
-        ])
-        .arg(format!("docker://{reference}"))
-        .arg(format!("oci:{}:x", layout.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let blob =
-        |digest: &str| std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap();
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest: Value =
-        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
-    let size = std::fs::read_dir(layout.join("blobs/sha256"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
-    (
-        manifest["config"]["digest"].as_str().unwrap().to_string(),
-        size,
-    )
 }
 
 #[test]
@@ -635,42 +602,24 @@ fn serve_and_push_hand_skopeo_and_a_registry_the_shared_layers_whole() {
     );
     assert!(port_opens_within(&addr, std::time::Duration::from_secs(60)));
     let id = id_for(&image_ids(&parts), "base:1", "arm64");
-    let (config, served) = skopeo_pull(&format!("{addr}/base:1"), &dir.path().join("served"));
+    let (config, served) =
+        skopeo_pull(&format!("{addr}/base:1"), &dir.path().join("served"), ARM64);
     assert_eq!(config, id);
     assert!(served > SHARED_LEN as u64, "{served}");
 
     // push: into CNCF distribution, then pulled back by skopeo from there.
-    let reg_dir = dir.path().join("registry");
-    std::fs::create_dir_all(&reg_dir).unwrap();
-    let reg = format!("127.0.0.1:{}", free_port());
-    std::fs::write(
-        reg_dir.join("config.yml"),
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {reg}\n",
-            reg_dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let _registry = Running(
-        std::process::Command::new("docker-registry")
-            .arg("serve")
-            .arg(reg_dir.join("config.yml"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(&reg);
+    let registry = Registry::start(None);
+    let reg = &registry.addr;
     archpack()
         .env("DOCKER_CONFIG", "/nonexistent")
         .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .args(["push", "-q", "--allow-unsigned", "--insecure"])
         .arg(&parts)
-        .arg(&reg)
+        .arg(reg)
         .assert()
         .success();
     // (pushed as gzip by default: other bytes, the same image.)
-    let (config, pushed) = skopeo_pull(&format!("{reg}/base:1"), &dir.path().join("pushed"));
+    let (config, pushed) = skopeo_pull(&format!("{reg}/base:1"), &dir.path().join("pushed"), ARM64);
     assert_eq!(config, id);
     assert!(pushed > SHARED_LEN as u64, "{pushed}");
 }

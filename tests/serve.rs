@@ -178,30 +178,7 @@ fn skopeo_copy(server: &Served, reference: &str, extra: &[&str], dir: &Path) -> 
         .tempdir_in(dir)
         .unwrap()
         .keep();
-    let out = skopeo(
-        &[
-            &["copy", "-q", "--src-tls-verify=false"][..],
-            extra,
-            &[
-                &format!("docker://{}/{reference}", server.addr),
-                &format!("oci:{}:x", layout.display()),
-            ],
-        ]
-        .concat(),
-    );
-    assert!(
-        out.status.success(),
-        "skopeo copy {reference} {extra:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let digest = index["manifests"][0]["digest"].as_str().unwrap();
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap(),
-    )
-    .unwrap();
-    manifest["config"]["digest"].as_str().unwrap().to_string()
+    skopeo_pull(&format!("{}/{reference}", server.addr), &layout, extra).0
 }
 
 fn layer_types(server: &Served, repo: &str, manifest_digest: &str) -> Vec<String> {

@@ -817,7 +817,7 @@ pub fn site_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::pat
 /// under `dir` (a directory in /tmp/apsid, which the chroot sees), as k3s runs it.
 /// Killed on drop.
 pub struct Containerd {
-    child: std::process::Child,
+    pub child: std::process::Child,
     root: String,
     pub sock: String,
 }
@@ -874,4 +874,132 @@ impl Drop for Containerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CNCF distribution (`docker-registry`) on a free loopback port, with its data in a
+/// temporary directory; stopped when dropped.
+pub struct Registry {
+    dir: tempfile::TempDir,
+    pub child: std::process::Child,
+    pub addr: String,
+}
+
+impl Registry {
+    pub fn start(user: Option<(&str, &str)>) -> Registry {
+        Self::start_with(user, None)
+    }
+
+    /// `tls`: (certificate, key) PEM files to serve HTTPS with.
+    pub fn start_with(user: Option<(&str, &str)>, tls: Option<(&Path, &Path)>) -> Registry {
+        Self::start_full(user, tls, None)
+    }
+
+    /// `token`: (realm URL, signing certificate) of a token service to require.
+    pub fn start_full(
+        user: Option<(&str, &str)>,
+        tls: Option<(&Path, &Path)>,
+        token: Option<(&str, &Path)>,
+    ) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((u, p)) = user {
+            let out = std::process::Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: archpack-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        if let Some((realm, cert)) = token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: archpack-test-registry\n    issuer: archpack-test-issuer\n    rootcertbundle: {}\n",
+                cert.display()
+            ));
+        }
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (scripts/install-deps.sh installs it)");
+        wait_for_port(&addr);
+        Registry { dir, child, addr }
+    }
+
+    pub fn raw(&self, reference: &str, creds: Option<&str>) -> Option<Value> {
+        let mut cmd = std::process::Command::new("skopeo");
+        cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.args(["--creds", c]);
+        }
+        let out = cmd
+            .arg(format!("docker://{}/{reference}", self.addr))
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// `skopeo copy` of `docker://{source}` into a new OCI layout at `layout` (every blob's
+/// digest checked by skopeo), with `extra` flags; returns the copied manifest's config
+/// digest (the image ID) and the blobs' total size.
+pub fn skopeo_pull(source: &str, layout: &Path, extra: &[&str]) -> (String, u64) {
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false"])
+        .args(extra)
+        .arg(format!("docker://{source}"))
+        .arg(format!("oci:{}:x", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo copy {source} {extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blob =
+        |digest: &str| std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let size = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    (
+        manifest["config"]["digest"].as_str().unwrap().to_string(),
+        size,
+    )
 }
