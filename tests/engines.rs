@@ -4,9 +4,10 @@
 //! containerd 2.1 fed by `extract --format oci-archive` (k3s's path).
 //!
 //! Each engine gets the load suite: an empty engine, a re-load, `--platform linux/arm64`,
-//! an interrupted load and its re-run, a corrupt layer refused with nothing tagged, and
-//! compose `--up` where containers can run. Then a cross check: a bundle created from
-//! each engine, loaded into each, gives the same images.
+//! both platforms of a bundle with shared parts, an interrupted load and its re-run, a
+//! corrupt layer refused with nothing tagged, and compose `--up` where containers can
+//! run. Then a cross check: a bundle created from each engine, loaded into each, gives
+//! the same images.
 
 mod common;
 
@@ -89,6 +90,14 @@ fn load_suite(kind: EngineKind) {
     let arm = load(&engine, &bundle, &["--platform", "linux/arm64"]);
     assert_eq!(arm["platform"], "linux/arm64/v8");
     assert_loaded(&engine, &arm, "arm64");
+
+    // Shared parts (format 2.2): the arm64 layer is read partly from the amd64 one's
+    // frames; each platform loads whole, as the engine's own identity.
+    let parts = shared_parts_bundle(dir.path());
+    for (platform, arch) in [("linux/amd64", "amd64"), ("linux/arm64", "arm64")] {
+        let report = load(&engine, &parts, &["--platform", platform]);
+        assert_loaded(&engine, &report, arch);
+    }
 
     // An interrupted load, then its re-run.
     let big = noise_bundle(dir.path(), "big:1", 96 << 20, 7);

@@ -635,6 +635,38 @@ pub fn noise_bundle(dir: &Path, tag: &'static str, len: usize, seed: u64) -> Pat
     bundle
 }
 
+/// `shared:1` for amd64 and arm64 whose layers differ in one small file and carry the
+/// same 512 KiB after it, as a `--share-parts` bundle (format 2.2): the arm64 layer is
+/// stored as a frame of its own plus the amd64 layer's shared frame.
+pub fn shared_parts_bundle(dir: &Path) -> PathBuf {
+    let data = incompressible(512 << 10, 11);
+    let notes = "what every platform has alike\n".repeat(2000);
+    let mut sources = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let p = dir.join(format!("shared-{arch}.tar"));
+        write_image_archive(
+            &p,
+            &format!("shared:1-{arch}"),
+            json!({"architecture": arch, "os": "linux", "config": {"Cmd": ["/bin/sh"]}}),
+            &[layer_tar(&[
+                ("bin/app", arch.as_bytes()),
+                ("share/data", &data),
+                ("share/notes", notes.as_bytes()),
+            ])],
+        );
+        sources.push(format!("docker-archive:{}", p.display()));
+    }
+    let bundle = dir.join("shared-parts.archpack");
+    archpack()
+        .args(["create", "-q", "--force", "--share-parts", "-o"])
+        .arg(&bundle)
+        .args(&sources)
+        .assert()
+        .success();
+    assert_eq!(bundle_index(&bundle)["format"], "archpack-bundle/2.2");
+    bundle
+}
+
 /// Three images on one base, diverging above it (a base of 300 KiB, then tops of 2, 200
 /// and 150 KiB of noise: what can overlap is a quarter of the load): a bundle made from
 /// their docker-archives, and each top's diff_id.
