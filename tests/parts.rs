@@ -401,20 +401,30 @@ fn a_third_platform_copies_the_frames_the_first_two_share() {
     let dir = tempfile::tempdir().unwrap();
     let mut srcs = sources(dir.path());
     srcs.push(base_image(dir.path(), "arm64", Some("linux/arm/v7\n")));
-    let create3 = |out: &str, extra: &[&str]| {
+    let create3 = |out: &str, extra: &[&str], srcs: &[String]| {
         let path = dir.path().join(out);
         archpack()
             .env("SOURCE_DATE_EPOCH", EPOCH)
             .args(["create", "-q", "--bundle-name", "app", "-o"])
             .arg(&path)
             .args(extra)
-            .args(&srcs)
+            .args(srcs)
             .assert()
             .success();
         path
     };
-    let plain = create3("plain.archpack", &[]);
-    let parts = create3("parts.archpack", &["--share-parts"]);
+    let plain = create3("plain.archpack", &[], &srcs);
+    let parts = create3("parts.archpack", &["--share-parts"], &srcs);
+    // Sources given in another order (arm/v7 before arm64) make the same bytes.
+    let mut v7_first = srcs.clone();
+    let v7 = v7_first.pop().unwrap();
+    v7_first.insert(2, v7);
+    std::fs::create_dir(dir.path().join("again")).unwrap();
+    let again = create3("again/parts.archpack", &["--share-parts"], &v7_first);
+    assert!(
+        std::fs::read(&again).unwrap() == std::fs::read(&parts).unwrap(),
+        "the order of the sources changed the bundle"
+    );
     // Stored once where it was stored three times: two copies saved.
     assert!(
         len(&parts) + (SHARED_LEN as u64) * 2 * 9 / 10 <= len(&plain),

@@ -1157,22 +1157,24 @@ impl BundleWriter<'_, '_> {
         self.hub_of.contains_key(diff_id) || self.hub_members.contains_key(diff_id)
     }
 
-    /// A hub or member has arrived: once the hub and a member are here, the hub is cut
-    /// and placed, then every member here copies its frames.
+    /// A hub or member has arrived: once the hub and its first member (in file order,
+    /// whatever order they arrive in, so that the output does not depend on it) are
+    /// here, the hub is cut and placed; then every member here copies its frames.
     fn place_what_can_share(&mut self, arrived: &Digest) -> Result<(), FormatError> {
         let hub = self.hub_of.get(arrived).unwrap_or(arrived).clone();
-        let here: Vec<Digest> = self.hub_members.get(&hub).map_or_else(Vec::new, |members| {
-            let held = members.iter().filter(|m| self.held.contains_key(*m));
-            held.cloned().collect()
-        });
+        let members = self.hub_members.get(&hub).cloned().unwrap_or_default();
         if !self.placed_hubs.contains_key(&hub) {
-            let (true, Some(first)) = (self.held.contains_key(&hub), here.first()) else {
-                return Ok(());
-            };
-            self.place_hub(&hub, first)?;
+            match members.first() {
+                Some(first) if self.held.contains_key(&hub) && self.held.contains_key(first) => {
+                    self.place_hub(&hub, first)?
+                }
+                _ => return Ok(()),
+            }
         }
-        for member in here {
-            self.place_member(&hub, &member)?;
+        for member in &members {
+            if self.held.contains_key(member) {
+                self.place_member(&hub, member)?;
+            }
         }
         Ok(())
     }
