@@ -1,4 +1,4 @@
-//! The layer codec: how layers are compressed into a bundle ([`encoder`]) and read back
+//! The layer codec: how layers are compressed into a bundle ([`compressor`]) and read back
 //! with every check ([`VerifiedLayer`]): stored bytes against the blob digest and size,
 //! decompressed bytes against the diff_id and declared size. Decompression stops at the
 //! declared size, so a lying layer cannot expand past it.
@@ -20,25 +20,23 @@ pub const WRITE_WINDOW_LOG: u32 = 24;
 /// Bytes per zstd worker job: bounds the compressor's memory.
 const JOB_SIZE: u32 = 2 << 20;
 
-/// A zstd encoder as bundles are written: level `level`, long-distance matching over a
-/// 16 MiB window, `threads` workers (0 means one). Always in zstd's multi-threaded mode,
-/// whose output does not depend on the worker count: the same input gives the same
-/// bytes with `--threads 1`, `2` or `0`.
-pub fn encoder<W: Write>(
-    sink: W,
-    level: i32,
-    threads: u32,
-) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
-    let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
+/// A zstd compressor as bundles are written: level `level`, long-distance matching over
+/// a 16 MiB window, `threads` workers (0 means one). Always in zstd's multi-threaded
+/// mode, whose output does not depend on the worker count: the same input gives the
+/// same bytes with `--threads 1`, `2` or `0`. One compressor makes many frames (reset
+/// with `Operation::reinit` between them): its workers and buffers are made once.
+pub fn compressor(level: i32, threads: u32) -> io::Result<zstd::stream::raw::Encoder<'static>> {
+    use zstd::stream::raw::CParameter;
+    let mut c = zstd::stream::raw::Encoder::new(level)?;
     // Long-distance matching finds what repeats beyond level 3's 2 MiB window (bench
     // corpus: 4.5% smaller, +18% CPU); loads then need the 16 MiB window.
-    encoder.long_distance_matching(true)?;
-    encoder.window_log(WRITE_WINDOW_LOG)?;
-    encoder.multithread(threads.max(1))?;
+    c.set_parameter(CParameter::EnableLongDistanceMatching(true))?;
+    c.set_parameter(CParameter::WindowLog(WRITE_WINDOW_LOG))?;
+    c.set_parameter(CParameter::NbWorkers(threads.max(1)))?;
     // zstd's default job (4 × window) keeps ~4 jobs in flight: 68 MiB peak on a 470 MB
     // layer, 116 MiB on incompressible data. 2 MiB jobs: 27 / 35 MiB, output 1.5% larger.
-    encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
-    Ok(encoder)
+    c.set_parameter(CParameter::JobSize(JOB_SIZE))?;
+    Ok(c)
 }
 
 /// A zstd decoder that accepts every window the format allows (2^27), and no more: a
@@ -283,7 +281,7 @@ impl<R: Read> Read for CheckedReader<R> {
     }
 }
 
-/// A layer's uncompressed tar compressed as the writer does ([`encoder`]): the same
+/// A layer's uncompressed tar compressed as the writer does ([`compressor`]): the same
 /// input and level give the same blob, on any host and with any number of workers.
 pub struct CompressingReader<R: Read> {
     input: R,
@@ -297,7 +295,10 @@ impl<R: Read> CompressingReader<R> {
     pub fn new(input: R, level: i32, threads: u32) -> io::Result<Self> {
         Ok(CompressingReader {
             input,
-            encoder: Some(encoder(Vec::new(), level, threads)?),
+            encoder: Some(zstd::stream::write::Encoder::with_encoder(
+                Vec::new(),
+                compressor(level, threads)?,
+            )),
             out: Vec::new(),
             at: 0,
             buf: vec![0u8; 1 << 20],

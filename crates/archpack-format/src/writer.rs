@@ -28,6 +28,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use zstd::stream::raw::Operation as _;
 
 /// Signs the index bytes; archpack's trust stage implements it.
 pub trait IndexSigner {
@@ -238,6 +239,8 @@ pub struct BundleWriter<'f, 'o> {
     raw_len: u64,
     held: HashMap<Digest, RawLayer>,
     shares: Vec<crate::volumes::SharedRange>,
+    /// Kept between frames and layers (made on first use).
+    compressor: Option<zstd::stream::raw::Encoder<'static>>,
 }
 
 /// What a finished bundle holds.
@@ -374,6 +377,7 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             raw_len: 0,
             held: HashMap::new(),
             shares: Vec::new(),
+            compressor: None,
             file,
             path: path.to_path_buf(),
             spill_dir: spill_dir.to_path_buf(),
@@ -632,10 +636,18 @@ impl<'f, 'o> BundleWriter<'f, 'o> {
             let start = out.written();
             match frame {
                 Frame::Compress(n) => {
-                    let mut encoder = codec::encoder(out, self.opts.level, self.opts.threads)
-                        .map_err(write_err)?;
+                    let compressor = match self.compressor.take() {
+                        Some(c) => c,
+                        None => codec::compressor(self.opts.level, self.opts.threads)
+                            .map_err(write_err)?,
+                    };
+                    let mut encoder = zstd::stream::zio::Writer::new(out, compressor);
                     self.pump(origin, &mut (&mut input).take(*n), &mut encoder)?;
-                    out = encoder.finish().map_err(write_err)?;
+                    encoder.finish().map_err(write_err)?;
+                    let (sink, mut compressor) = encoder.into_inner();
+                    compressor.reinit().map_err(write_err)?;
+                    self.compressor = Some(compressor);
+                    out = sink;
                 }
                 Frame::Copy { raw, from, at, len } => {
                     // Read through (for the diff_id); the counterpart's frame stands for it.
