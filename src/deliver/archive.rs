@@ -174,7 +174,10 @@ struct ArchiveManifestEntry {
     layers: Vec<String>,
 }
 
-fn layers_of(reader: &BundleReader, s: &Selected) -> Result<Vec<(Digest, Digest)>, ArchiveError> {
+pub(crate) fn layers_of(
+    reader: &BundleReader,
+    s: &Selected,
+) -> Result<Vec<(Digest, Digest)>, ArchiveError> {
     let diffs = reader
         .index
         .diff_ids_of(s.entry)
@@ -211,98 +214,184 @@ pub fn write_docker_archive<W: Write>(
     mtime: u64,
     progress: &dyn Progress,
 ) -> Result<ArchiveStats, ArchiveError> {
-    let tags = checked_tags(selected)?;
-    let mut stats = ArchiveStats::default();
-    let mut manifest = Vec::new();
-    // Everything to send with its docker-archive name, deduplicated.
-    let mut wanted: Vec<Wanted> = Vec::new();
-    let mut names_seen = HashSet::new();
-    for (s, tags) in selected.iter().zip(tags) {
-        if skip.images.contains(&s.entry.config) {
-            continue;
+    DockerArchive::of(reader, selected, skip)?.write(extra, out, mtime, progress, &mut || Ok(()))
+}
+
+/// A docker-archive about to be written: what it carries, in bundle order, and its
+/// `manifest.json`.
+pub struct DockerArchive<'r> {
+    reader: &'r BundleReader,
+    wanted: Vec<Wanted<'r>>,
+    /// Configs made for the archive (stand-ins), written after the members.
+    documents: Vec<(String, Vec<u8>)>,
+    names_seen: HashSet<String>,
+    manifest: Vec<ArchiveManifestEntry>,
+    diff_id_hashing: bool,
+    stats: ArchiveStats,
+}
+
+impl<'r> DockerArchive<'r> {
+    /// The selected images, less what `skip` leaves out.
+    pub fn of(
+        reader: &'r BundleReader,
+        selected: &[Selected<'r>],
+        skip: &Skip,
+    ) -> Result<Self, ArchiveError> {
+        let tags = checked_tags(selected)?;
+        let mut archive = DockerArchive {
+            reader,
+            wanted: Vec::new(),
+            documents: Vec::new(),
+            names_seen: HashSet::new(),
+            manifest: Vec::new(),
+            diff_id_hashing: skip.diff_id_hashing,
+            stats: ArchiveStats::default(),
+        };
+        for (s, tags) in selected.iter().zip(tags) {
+            if skip.images.contains(&s.entry.config) {
+                continue;
+            }
+            archive.stats.images += 1;
+            let config = member(reader, &s.entry.config)?;
+            let config_name = format!("{}.json", s.entry.config.hex());
+            if archive.names_seen.insert(config_name.clone()) {
+                archive
+                    .wanted
+                    .push(Wanted::Member(config, config_name.clone()));
+            }
+            let layers = layers_of(reader, s)?;
+            let layer_names = archive.add_layers(&layers, &|chain| skip.chains.contains(chain))?;
+            archive.manifest.push(ArchiveManifestEntry {
+                config: config_name,
+                repo_tags: if skip.tags { Vec::new() } else { tags },
+                layers: layer_names,
+            });
         }
-        stats.images += 1;
-        let config = member(reader, &s.entry.config)?;
-        let config_name = format!("{}.json", s.entry.config.hex());
-        if names_seen.insert(config_name.clone()) {
-            wanted.push(Wanted::Member(config, config_name.clone()));
+        Ok(archive)
+    }
+
+    /// Adds an untagged image of `config` (not a bundle member: a stand-in naming part
+    /// of a chain) over `layers`, those whose chain `skip` names left out.
+    pub fn stand_in(
+        &mut self,
+        config: Vec<u8>,
+        layers: &[(Digest, Digest)],
+        skip: &dyn Fn(&Digest) -> bool,
+    ) -> Result<(), ArchiveError> {
+        let config_name = format!("{}.json", Digest::of(&config).hex());
+        let layer_names = self.add_layers(layers, skip)?;
+        if self.names_seen.insert(config_name.clone()) {
+            self.documents.push((config_name.clone(), config));
         }
-        let layers = layers_of(reader, s)?;
+        self.stats.images += 1;
+        self.manifest.push(ArchiveManifestEntry {
+            config: config_name,
+            repo_tags: Vec::new(),
+            layers: layer_names,
+        });
+        Ok(())
+    }
+
+    /// Adds the layers (blob, diff_id) of one image whose chain `skip` does not name;
+    /// returns every layer's name for the manifest.
+    fn add_layers(
+        &mut self,
+        layers: &[(Digest, Digest)],
+        skip: &dyn Fn(&Digest) -> bool,
+    ) -> Result<Vec<String>, ArchiveError> {
         let diffs: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
-        let mut layer_names = Vec::new();
+        let mut layer_names = Vec::with_capacity(layers.len());
         for ((blob, diff), chain) in layers.iter().zip(chain_ids(&diffs)) {
             let name = format!("{}/layer.tar", diff.hex());
             layer_names.push(name.clone());
-            if skip.chains.contains(&chain) {
-                stats.layers_skipped += 1;
+            if skip(&chain) {
+                self.stats.layers_skipped += 1;
                 continue;
             }
-            if names_seen.insert(name.clone()) {
-                match extra_layer(reader, blob, name.clone(), false) {
-                    Some(w) => wanted.push(w),
-                    None => wanted.push(Wanted::Member(member(reader, blob)?, name)),
+            if self.names_seen.insert(name.clone()) {
+                match extra_layer(self.reader, blob, name.clone(), false) {
+                    Some(w) => self.wanted.push(w),
+                    None => self
+                        .wanted
+                        .push(Wanted::Member(member(self.reader, blob)?, name)),
                 }
-                stats.layers_sent += 1;
+                self.stats.layers_sent += 1;
             }
         }
-        manifest.push(ArchiveManifestEntry {
-            config: config_name,
-            repo_tags: if skip.tags { Vec::new() } else { tags },
-            layers: layer_names,
-        });
+        Ok(layer_names)
     }
-    wanted.sort_by_key(|w| w.at());
-    let total: u64 = wanted
-        .iter()
-        .map(|w| match w {
-            Wanted::Member(m, _) => m.uncompressed_size.unwrap_or(m.size),
-            Wanted::Extra { size, .. } => *size,
-        })
-        .sum();
-    progress.start("sending", Some(total));
 
-    let mut tar = TarOut::new(out);
-    for w in &wanted {
-        let (m, name) = match w {
-            Wanted::Member(m, name) => (*m, name),
-            Wanted::Extra {
-                blob, name, size, ..
-            } => {
-                extra.stream(blob, false, &mut |layer| {
-                    tar.append(
-                        name,
-                        *size,
-                        mtime,
-                        &mut ProgressRead {
-                            inner: layer,
-                            progress,
-                        },
-                    )
-                })?;
-                continue;
-            }
-        };
-        match m.uncompressed_size {
-            Some(size) if m.kind == MemberKind::Layer => {
-                let mut layer = reader.layer_reader(m, progress).map_err(fault_error)?;
-                if skip.diff_id_hashing {
-                    layer = layer.diff_id_checked_by_consumer();
+    /// Writes the archive. `before_end` runs once everything but the `manifest.json`
+    /// and the archive's end is written: an error from it fails the archive there.
+    pub fn write<W: Write>(
+        mut self,
+        extra: &dyn ExtraLayers,
+        out: W,
+        mtime: u64,
+        progress: &dyn Progress,
+        before_end: &mut dyn FnMut() -> io::Result<()>,
+    ) -> Result<ArchiveStats, ArchiveError> {
+        let reader = self.reader;
+        self.wanted.sort_by_key(|w| w.at());
+        let total: u64 = self
+            .wanted
+            .iter()
+            .map(|w| match w {
+                Wanted::Member(m, _) => m.uncompressed_size.unwrap_or(m.size),
+                Wanted::Extra { size, .. } => *size,
+            })
+            .chain(self.documents.iter().map(|(_, bytes)| bytes.len() as u64))
+            .sum();
+        progress.start("sending", Some(total));
+        let mut stats = self.stats;
+        let mut tar = TarOut::new(out);
+        for w in &self.wanted {
+            let (m, name) = match w {
+                Wanted::Member(m, name) => (*m, name),
+                Wanted::Extra {
+                    blob, name, size, ..
+                } => {
+                    extra.stream(blob, false, &mut |layer| {
+                        tar.append(
+                            name,
+                            *size,
+                            mtime,
+                            &mut ProgressRead {
+                                inner: layer,
+                                progress,
+                            },
+                        )
+                    })?;
+                    continue;
                 }
-                tar.append(name, size, mtime, &mut layer)?;
+            };
+            match m.uncompressed_size {
+                Some(size) if m.kind == MemberKind::Layer => {
+                    let mut layer = reader.layer_reader(m, progress).map_err(fault_error)?;
+                    if self.diff_id_hashing {
+                        layer = layer.diff_id_checked_by_consumer();
+                    }
+                    tar.append(name, size, mtime, &mut layer)?;
+                }
+                _ => {
+                    let bytes = read_checked(reader, m)?;
+                    progress.advance(bytes.len() as u64);
+                    tar.append_bytes(name, &bytes, mtime)?;
+                }
             }
-            _ => {
-                let bytes = read_checked(reader, m)?;
-                progress.advance(bytes.len() as u64);
-                tar.append_bytes(name, &bytes, mtime)?;
-            }
+            stats.blob_bytes_read += m.size;
         }
-        stats.blob_bytes_read += m.size;
+        for (name, bytes) in &self.documents {
+            progress.advance(bytes.len() as u64);
+            tar.append_bytes(name, bytes, mtime)?;
+        }
+        before_end().map_err(|e| tar.error(e))?;
+        let manifest = serde_json::to_vec(&self.manifest).map_err(|e| tar.error(e.into()))?;
+        tar.append_bytes("manifest.json", &manifest, mtime)?;
+        stats.bytes_written = tar.finish()?;
+        progress.finish();
+        Ok(stats)
     }
-    let manifest = serde_json::to_vec(&manifest).map_err(|e| tar.error(e.into()))?;
-    tar.append_bytes("manifest.json", &manifest, mtime)?;
-    stats.bytes_written = tar.finish()?;
-    progress.finish();
-    Ok(stats)
 }
 
 /// The two archive kinds a bundle's platform can be written as.
@@ -475,7 +564,7 @@ pub fn read_checked(reader: &BundleReader, m: &Member) -> Result<Vec<u8>, Archiv
     })
 }
 
-fn fault_error(fault: LayerFault) -> ArchiveError {
+pub(crate) fn fault_error(fault: LayerFault) -> ArchiveError {
     match fault {
         LayerFault::Corrupt { member, detail } => ArchiveError::Corrupt { member, detail },
         LayerFault::Truncated { member } => ArchiveError::Truncated { member },
