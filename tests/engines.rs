@@ -115,18 +115,26 @@ fn load_suite(kind: EngineKind) {
     let rerun = load(&engine, &big, &[]);
     assert_loaded(&engine, &rerun, native_arch());
 
-    // Images diverging above a shared base: side by side on the classic store (the
-    // other stores take whole images in one request), each under its bundle identity.
+    // Images diverging above a shared base: on the classic store the base is imported
+    // and the tops go side by side (the other stores take whole images in one request),
+    // each under its bundle identity, with nothing of the steps left behind.
     let (diverging, _) = diverging_bundle(dir.path());
     let report = load(&engine, &diverging, &[]);
     let classic = matches!(kind, EngineKind::Docker20 | EngineKind::Docker28);
     assert_eq!(
         report["engineRequests"],
-        if classic { 3 } else { 1 },
+        if classic { 4 } else { 1 },
         "{}: {report}",
         kind.name()
     );
     assert_loaded(&engine, &report, native_arch());
+    let dangling = engine.docker(&["images", "-q", "--filter", "dangling=true"]);
+    assert!(
+        !classic || String::from_utf8_lossy(&dangling.stdout).trim().is_empty(),
+        "{}: left {}",
+        kind.name(),
+        String::from_utf8_lossy(&dangling.stdout)
+    );
 
     // A corrupt layer of the chosen platform: refused, nothing tagged.
     let corrupt = dir.path().join("corrupt.archpack");

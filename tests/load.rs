@@ -578,9 +578,9 @@ fn images_that_diverge_above_a_shared_base_go_as_concurrent_requests() {
     let dir = tempfile::tempdir().unwrap();
     let (bundle, _) = diverging_bundle(dir.path());
     let v = load_json(&engine, &bundle, &[]);
-    // The lean image brings the base alone; the other two then go side by side.
-    assert_eq!(v["engineRequests"], 3, "{v}");
-    assert_eq!(v["concurrentRequests"], 2, "{v}");
+    // The base is imported; the three tops go side by side once it is in.
+    assert_eq!(v["engineRequests"], 4, "{v}");
+    assert_eq!(v["concurrentRequests"], 4, "{v}");
     let ids = image_ids(&bundle);
     for name in ["lean:v1", "heavy:v1", "middle:v1"] {
         assert_eq!(
@@ -613,7 +613,7 @@ fn images_that_diverge_above_a_shared_base_go_as_concurrent_requests() {
         .unwrap();
     assert!(text.status.success());
     assert!(
-        String::from_utf8_lossy(&text.stdout).contains("as 3 requests, up to 2 at once"),
+        String::from_utf8_lossy(&text.stdout).contains("as 4 requests, up to 4 at once"),
         "{}",
         String::from_utf8_lossy(&text.stdout)
     );
@@ -624,32 +624,36 @@ fn a_corrupt_layer_in_a_later_request_takes_out_what_earlier_requests_loaded() {
     if skip(&[Need::OwnEngine]) {
         return;
     }
-    let engine = TestEngine::start();
     let dir = tempfile::tempdir().unwrap();
-    let (bundle, tops) = diverging_bundle(dir.path());
-    // The middle image's own layer: sent in the second wave, after the lean image is in.
-    let index = bundle_index(&bundle);
-    let member = index["members"]
-        .as_array()
-        .unwrap()
+    let (clean, tops) = diverging_bundle(dir.path());
+    let index = bundle_index(&clean);
+    let members = index["members"].as_array().unwrap();
+    // The middle image's own layer (its request waits for the base), then the base
+    // (imported while the tops upload: they must stop, and say why not).
+    let middle = members.iter().find(|m| m["diffId"] == tops[2].as_str());
+    let base = members
         .iter()
-        .find(|m| m["diffId"] == tops[2].as_str())
-        .unwrap()
-        .clone();
-    flip_middle_byte(&bundle, &member);
-    engine
-        .archpack()
-        .args(["load", "--allow-unsigned"])
-        .arg(&bundle)
-        .assert()
-        .code(3)
-        .stderr(predicate::str::contains(member["name"].as_str().unwrap()))
-        .stderr(predicate::str::contains("nothing was loaded"));
-    assert!(engine.tags().is_empty(), "tagged: {:?}", engine.tags());
-    let out = engine.docker(&["images", "-aq"]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
-        "left in the engine: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+        .find(|m| m["diffId"].is_string() && !tops.iter().any(|t| m["diffId"] == t.as_str()));
+    for member in [middle.unwrap(), base.unwrap()] {
+        let engine = TestEngine::start();
+        let bundle = dir.path().join("corrupt.archpack");
+        std::fs::copy(&clean, &bundle).unwrap();
+        flip_middle_byte(&bundle, member);
+        engine
+            .archpack()
+            .args(["load", "--allow-unsigned"])
+            .arg(&bundle)
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains(member["name"].as_str().unwrap()))
+            .stderr(predicate::str::contains("nothing was loaded"))
+            .stderr(predicate::str::contains("another of its requests failed").not());
+        assert!(engine.tags().is_empty(), "tagged: {:?}", engine.tags());
+        let out = engine.docker(&["images", "-aq"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+            "left in the engine: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }

@@ -9,4 +9,3 @@ pub mod gzip;
 pub mod registry;
 pub mod resolve;
 pub mod serve;
-pub mod waves;

@@ -139,8 +139,10 @@ pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Er
             Some(d) => d,
             None => &NoExtraLayers,
         };
-        sent = deliver::send(&engine, &reader, &selected, &plan, extra, progress)?;
+        let done = deliver::send(&engine, &reader, &selected, &plan, extra, progress)?;
+        sent = done.bytes;
         deliver::tag_and_check(&engine, state.store, &selected)?;
+        deliver::remove_temporary(&engine, &done.temporary)?;
     }
     let mut compose_file = None;
     let mut services = None;

@@ -1,6 +1,7 @@
 //! Delivering into a Docker-compatible engine: plan against what the engine already has,
-//! stream one archive built on the fly into `POST /images/load`, then tag and prove the
-//! result (the image's identity and architecture in the engine are the bundle's).
+//! stream archives built on the fly into `POST /images/load` (one, or overlapping steps
+//! of the layer chains on the classic store: [`pipeline`]), then tag and prove the result
+//! (the image's identity and architecture in the engine are the bundle's).
 //!
 //! What the archive is depends on how the engine stores images ([`Store`]):
 //! - Docker's classic (graphdriver) store reads only the docker-archive form and Docker
@@ -16,18 +17,21 @@
 //! Errors arrive inside a 200 response; the daemon takes the whole upload before it
 //! registers anything, so an aborted upload loads nothing.
 
+use crate::bridge::ChunkWriter;
 use crate::deliver::archive::{
     write_docker_archive, write_oci_archive, ArchiveError, ExtraLayers, Skip,
 };
-use crate::deliver::waves::{plan_waves, ImageLayers, Wave};
+use pipeline::{plan_steps, ImageLayers, Step};
+
+pub mod pipeline;
 use crate::digest::Digest;
 use crate::docker::{Engine, EngineError};
 use crate::platform::{Platform, Selected};
-use crate::progress::{Progress, Silent};
+use crate::progress::Progress;
 use crate::reference::ImageRef;
 use archpack_format::{chain_ids, exit, BundleReader};
 use bollard::query_parameters::{
-    ImportImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions,
+    CreateImageOptions, ImportImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions,
 };
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -63,6 +67,8 @@ pub enum LoadError {
         error: Box<LoadError>,
         left: Vec<String>,
     },
+    #[error("the images are loaded and tagged, but images this load made only to carry its requests are left: {}; remove them with `docker rmi`", left.join(", "))]
+    TemporaryLeft { left: Vec<String> },
     #[error("after loading, {image} is {found} in the engine, expected {expected}")]
     Mismatch {
         image: String,
@@ -82,6 +88,7 @@ impl LoadError {
             | LoadError::Refused(_)
             | LoadError::NothingLoaded
             | LoadError::DeltaIncomplete { .. }
+            | LoadError::TemporaryLeft { .. }
             | LoadError::Mismatch { .. } => exit::FAILURE,
         }
     }
@@ -311,29 +318,37 @@ pub struct LoadPlan {
     pub layers_to_send: usize,
     pub layers_present: usize,
     pub free_space: Option<u64>,
-    /// The requests that send it (positions in the selection), wave by wave.
-    pub waves: Vec<Wave>,
+    /// The requests that send it.
+    pub requests: Requests,
+}
+
+/// How a load reaches the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requests {
+    /// The engine has every image.
+    Nothing,
+    /// One `POST /images/load` with every missing image.
+    One,
+    /// Steps of the layer chains, overlapping (Docker's classic store; see
+    /// [`pipeline`]).
+    Pipelined(Vec<Step>),
 }
 
 impl LoadPlan {
     /// How many requests the load makes.
     pub fn requests(&self) -> usize {
-        self.waves.iter().map(|w| w.requests.len()).sum()
+        match &self.requests {
+            Requests::Nothing => 0,
+            Requests::One => 1,
+            Requests::Pipelined(steps) => steps.len(),
+        }
     }
 
     /// The most requests at once.
     pub fn most_at_once(&self) -> usize {
-        self.waves
-            .iter()
-            .map(|w| w.requests.len())
-            .max()
-            .unwrap_or(0)
+        self.requests().min(pipeline::IN_FLIGHT)
     }
 }
-
-/// Requests at once, at most: each holds a zstd window (16 MiB) and a writer thread.
-/// On 2 cores two carried the engine's registration onto both (tests/bench: load).
-const MAX_CONCURRENT_REQUESTS: usize = 2;
 
 pub fn plan(
     reader: &BundleReader,
@@ -352,7 +367,7 @@ pub fn plan(
     let mut layers_to_send = 0;
     let mut layers_present = 0;
     let mut counted = HashSet::new();
-    // Each image's chains with their layer bytes, for the waves; present images skipped.
+    // Each image's chains with their layer bytes, for the pipeline; present images skipped.
     let mut layered: Vec<ImageLayers> = Vec::with_capacity(selected.len());
     let mut present_at = HashSet::new();
     for (at, s) in selected.iter().enumerate() {
@@ -396,14 +411,20 @@ pub fn plan(
         }
         layered.push(ImageLayers { chains });
     }
-    // Concurrent requests need the bundle readable in any order, and whole: a delta's
-    // other layers come from one reader of the engine's export or a base bundle.
-    let parallel = if state.store == Store::Classic && reader.random_access() && !index.is_delta() {
-        state.cpus.min(MAX_CONCURRENT_REQUESTS)
+    // Several requests need the bundle readable in any order, and whole: a delta's other
+    // layers come from one reader of the engine's export or a base bundle.
+    let requests = if present_at.len() == selected.len() {
+        Requests::Nothing
+    } else if state.store == Store::Classic && reader.random_access() && !index.is_delta() {
+        let steps = plan_steps(&layered, &present_at, &skip.chains);
+        if steps.len() > 1 {
+            Requests::Pipelined(steps)
+        } else {
+            Requests::One
+        }
     } else {
-        1
+        Requests::One
     };
-    let waves = plan_waves(&layered, &present_at, &skip.chains, parallel);
     let free_space = state
         .root_dir
         .as_deref()
@@ -417,7 +438,7 @@ pub fn plan(
         layers_to_send,
         layers_present,
         free_space,
-        waves,
+        requests,
     })
 }
 
@@ -446,10 +467,19 @@ pub fn check_space(plan: &LoadPlan, state: &EngineState) -> Result<(), LoadError
     Ok(())
 }
 
-/// Streams the planned images into the engine, wave by wave; a wave's requests at once.
-/// Returns the number of archive bytes sent. When a load takes several requests, every
-/// archive goes untagged ([`tag_and_check`] tags at the end) and a failure takes out
-/// again what earlier requests put in: a load is still all or nothing.
+/// What sending a load did.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// Archive (and import) bytes sent.
+    pub bytes: u64,
+    /// Images made only to carry a pipelined load's steps (stand-ins, imports): for
+    /// [`remove_temporary`] once the load's own images are tagged.
+    pub temporary: Vec<String>,
+}
+
+/// Streams the planned images into the engine. Every image of a pipelined load goes
+/// untagged ([`tag_and_check`] tags at the end), and a failure takes out again what
+/// earlier requests put in: a load is still all or nothing.
 pub fn send(
     engine: &Engine,
     reader: &BundleReader,
@@ -457,101 +487,71 @@ pub fn send(
     plan: &LoadPlan,
     extra: &(dyn ExtraLayers + Sync),
     progress: &dyn Progress,
-) -> Result<u64, LoadError> {
-    let mut skip = plan.skip.clone();
-    skip.tags = plan.requests() > 1;
-    let mut loaded: Vec<&Digest> = Vec::new();
-    let mut sent = 0;
-    for wave in &plan.waves {
-        let parts: Vec<Vec<Selected>> = wave
-            .requests
-            .iter()
-            .map(|r| r.iter().map(|&i| selected[i].clone()).collect())
-            .collect();
-        let results: Vec<Result<u64, LoadError>> = match parts.as_slice() {
-            [one] => vec![send_request(
-                engine, reader, one, plan.store, &skip, extra, progress, progress,
-            )],
-            _ => {
-                progress.start(
-                    &format!("sending ({} requests at once)", parts.len()),
-                    Some(wave.bytes),
-                );
-                let shared = Overlapped(progress);
-                let skip = &skip;
-                let results = std::thread::scope(|scope| {
-                    let running: Vec<_> = parts
-                        .iter()
-                        .map(|part| {
-                            let shared = &shared;
-                            scope.spawn(move || {
-                                send_request(
-                                    engine, reader, part, plan.store, skip, extra, shared, &Silent,
-                                )
-                            })
-                        })
-                        .collect();
-                    running
-                        .into_iter()
-                        .map(|r| {
-                            r.join().unwrap_or_else(|_| {
-                                Err(LoadError::Refused("an archive writer panicked".into()))
-                            })
-                        })
-                        .collect()
-                });
-                progress.finish();
-                results
-            }
-        };
-        let mut failure: Option<LoadError> = None;
-        for (part, result) in parts.iter().zip(results) {
-            match result {
-                Ok(n) => {
-                    sent += n;
-                    loaded.extend(part.iter().map(|s| &s.entry.config));
-                    for s in part {
-                        let diffs = reader.index.diff_ids_of(s.entry).unwrap_or_default();
-                        skip.chains.extend(chain_ids(&diffs));
-                    }
-                }
-                // The bundle's own fault is the better message when several failed.
-                Err(e) => {
-                    if failure
-                        .as_ref()
-                        .is_none_or(|f| f.exit_code() != exit::INTEGRITY)
-                    {
-                        failure = Some(e);
-                    }
-                }
-            }
+) -> Result<Sent, LoadError> {
+    match &plan.requests {
+        Requests::Nothing => Ok(Sent::default()),
+        Requests::One => {
+            let skip = &plan.skip;
+            let done = request(engine, Call::Load, progress, &mut |out| {
+                let write = match plan.store {
+                    Store::Containerd => write_oci_archive,
+                    Store::Classic | Store::Podman => write_docker_archive,
+                };
+                write(reader, selected, skip, extra, out, 0, progress).map(|s| s.bytes_written)
+            })?;
+            Ok(Sent {
+                bytes: done.bytes,
+                temporary: Vec::new(),
+            })
         }
-        if let Some(error) = failure {
-            return Err(take_out(engine, &loaded, error));
+        Requests::Pipelined(steps) => {
+            pipeline::send(engine, reader, selected, plan, steps, progress)
         }
     }
-    Ok(sent)
 }
+
+/// Removes the images a pipelined load made only to carry its steps.
+pub fn remove_temporary(engine: &Engine, temporary: &[String]) -> Result<(), LoadError> {
+    let left = remove_images(engine, temporary.iter());
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::TemporaryLeft { left })
+    }
+}
+
+/// Removes images (untagged, made by this load); says which could not be removed.
+fn remove_images<'a>(engine: &Engine, ids: impl Iterator<Item = &'a String>) -> Vec<String> {
+    ids.filter_map(|id| {
+        let removed = engine.runtime.block_on(engine.client.remove_image(
+            id,
+            Some(RemoveImageOptions {
+                force: false,
+                noprune: false,
+                ..Default::default()
+            }),
+            None,
+        ));
+        match removed {
+            // Gone already (another load of the same images took it out): as wanted.
+            Ok(_)
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => None,
+            Err(e) => Some(format!("{id} ({e})")),
+        }
+    })
+    .collect()
+}
+
+/// What an image made only to carry a pipelined load's step says of itself (an
+/// import's history comment, a stand-in's label).
+const TEMPORARY_NOTE: &str = "temporary: removed when the load that made it ends";
 
 /// Takes the images earlier requests loaded (untagged, absent before) out again after
 /// `error`; says which stayed if any could not be removed.
-fn take_out(engine: &Engine, loaded: &[&Digest], error: LoadError) -> LoadError {
-    let left: Vec<String> = loaded
-        .iter()
-        .filter_map(|id| {
-            let id = id.to_string();
-            let removed = engine.runtime.block_on(engine.client.remove_image(
-                &id,
-                Some(RemoveImageOptions {
-                    force: false,
-                    noprune: false,
-                    ..Default::default()
-                }),
-                None,
-            ));
-            removed.err().map(|e| format!("{id} ({e})"))
-        })
-        .collect();
+fn take_out(engine: &Engine, loaded: &[String], error: LoadError) -> LoadError {
+    let left = remove_images(engine, loaded.iter().rev());
     if left.is_empty() {
         error
     } else {
@@ -562,41 +562,37 @@ fn take_out(engine: &Engine, loaded: &[&Digest], error: LoadError) -> LoadError 
     }
 }
 
-/// Several requests' progress as one bar: only their byte counts reach it.
-struct Overlapped<'a>(&'a dyn Progress);
-
-impl Progress for Overlapped<'_> {
-    fn advance(&self, bytes: u64) {
-        self.0.advance(bytes);
-    }
+/// Which engine call a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// `POST /images/load`: a docker-archive (or OCI archive).
+    Load,
+    /// `POST /images/create?fromSrc=-`: one uncompressed layer, registered as it arrives.
+    Import,
 }
 
-/// One `POST /images/load` of `part`: the archive written as the engine reads it.
-/// `sending` sees the archive's bytes, `engine_side` the engine's per-layer progress.
-#[allow(clippy::too_many_arguments)]
-fn send_request(
+/// What a request did.
+struct Done {
+    bytes: u64,
+    /// The image an import made.
+    image: Option<String>,
+}
+
+/// One engine request whose body `write` produces on another thread as the engine reads
+/// it; `engine_side` sees the engine's per-layer progress. A failing `write` fails the
+/// body, so the engine aborts: nothing of it is loaded.
+fn request(
     engine: &Engine,
-    reader: &BundleReader,
-    part: &[Selected],
-    store: Store,
-    skip: &Skip,
-    extra: &(dyn ExtraLayers + Sync),
-    sending: &dyn Progress,
+    call: Call,
     engine_side: &dyn Progress,
-) -> Result<u64, LoadError> {
+    write: &mut (dyn FnMut(&mut ChunkWriter) -> Result<u64, ArchiveError> + Send),
+) -> Result<Done, LoadError> {
     let (writer, receiver) = crate::bridge::chunk_channel(8, "the engine closed the load request");
     let body = receiver.into_stream();
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
             let mut out = writer;
-            let result = match store {
-                Store::Containerd => {
-                    write_oci_archive(reader, part, skip, extra, &mut out, 0, sending)
-                }
-                Store::Classic | Store::Podman => {
-                    write_docker_archive(reader, part, skip, extra, &mut out, 0, sending)
-                }
-            };
+            let result = write(&mut out);
             match &result {
                 // Fail the request body: the engine aborts the load, nothing is tagged.
                 Err(e) => out.fail(io::Error::other(e.to_string())),
@@ -606,75 +602,149 @@ fn send_request(
             }
             result
         });
-        let response = engine.runtime.block_on(async {
-            let mut stream = std::pin::pin!(engine.client.import_image_stream(
-                ImportImageOptions {
-                    quiet: false,
-                    ..Default::default()
-                },
-                body,
-                None,
-            ));
-            let mut loaded = false;
-            let mut refusal = None;
-            // The engine reports per-layer progress once it has the whole upload.
-            let mut engine_layer: Option<String> = None;
-            let mut engine_done = 0u64;
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(info) => {
-                        if let (Some(id), Some(detail)) = (&info.id, &info.progress_detail) {
-                            let (current, total) = (
-                                detail.current.unwrap_or(0).max(0) as u64,
-                                detail.total.unwrap_or(0).max(0) as u64,
-                            );
-                            if engine_layer.as_deref() != Some(id) {
-                                engine_side.finish();
-                                engine_side.start(
-                                    &format!("engine: layer {}", &id[..id.len().min(12)]),
-                                    (total > 0).then_some(total),
-                                );
-                                engine_layer = Some(id.clone());
-                                engine_done = 0;
-                            }
-                            engine_side.advance(current.saturating_sub(engine_done));
-                            engine_done = current.max(engine_done);
-                        }
-                        if let Some(line) = info.stream.as_deref() {
-                            if line.contains("Loaded image") {
-                                loaded = true;
-                            }
-                        }
-                        if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                            refusal = Some(e);
-                        }
-                    }
-                    Err(e) => {
-                        refusal = Some(e.to_string());
-                        break;
-                    }
+        let answer = engine.runtime.block_on(async {
+            match call {
+                Call::Load => {
+                    let stream = engine.client.import_image_stream(
+                        ImportImageOptions {
+                            quiet: false,
+                            ..Default::default()
+                        },
+                        body,
+                        None,
+                    );
+                    load_answer(stream, engine_side).await
+                }
+                Call::Import => {
+                    let stream = engine.client.create_image(
+                        Some(CreateImageOptions {
+                            from_src: Some("-".into()),
+                            message: Some(TEMPORARY_NOTE.into()),
+                            ..Default::default()
+                        }),
+                        Some(bollard::body_try_stream(body)),
+                        None,
+                    );
+                    import_answer(stream).await
                 }
             }
-            engine_side.finish();
-            (loaded, refusal)
         });
         let produced = producer
             .join()
             .map_err(|_| LoadError::Refused("the archive writer panicked".into()))?;
-        match (produced, response) {
+        match (produced, answer) {
             // The bundle's own fault is the better message when both failed.
             (Err(e), _) if e.exit_code() == exit::INTEGRITY => Err(e.into()),
             // moby's load.go: "invalid diffID for layer N: expected ..., got ...".
-            (_, (_, Some(refusal))) if refusal.contains("invalid diffID") => {
-                Err(LoadError::LayerMismatch(refusal))
-            }
-            (_, (_, Some(refusal))) => Err(LoadError::Refused(refusal)),
+            (
+                _,
+                Answer {
+                    refusal: Some(r), ..
+                },
+            ) if r.contains("invalid diffID") => Err(LoadError::LayerMismatch(r)),
+            (
+                _,
+                Answer {
+                    refusal: Some(r), ..
+                },
+            ) => Err(LoadError::Refused(r)),
             // The engine went away without a word: the write failed.
             (Err(e), _) => Err(e.into()),
-            (Ok(_), (false, None)) => Err(LoadError::NothingLoaded),
-            (Ok(stats), (true, None)) => Ok(stats.bytes_written),
+            (Ok(_), Answer { done: false, .. }) => Err(LoadError::NothingLoaded),
+            (Ok(bytes), Answer { image, .. }) => Ok(Done { bytes, image }),
         }
     })
+}
+
+/// What the engine answered.
+struct Answer {
+    /// It said it loaded (or imported) an image.
+    done: bool,
+    /// The image an import made.
+    image: Option<String>,
+    refusal: Option<String>,
+}
+
+/// Reads a load's answer: per-layer progress once the engine has the whole upload,
+/// `Loaded image` lines, or an error.
+async fn load_answer(
+    stream: impl futures_util::Stream<Item = Result<bollard::models::BuildInfo, bollard::errors::Error>>,
+    engine_side: &dyn Progress,
+) -> Answer {
+    let mut stream = std::pin::pin!(stream);
+    let mut answer = Answer {
+        done: false,
+        image: None,
+        refusal: None,
+    };
+    let mut engine_layer: Option<String> = None;
+    let mut engine_done = 0u64;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let (Some(id), Some(detail)) = (&info.id, &info.progress_detail) {
+                    let (current, total) = (
+                        detail.current.unwrap_or(0).max(0) as u64,
+                        detail.total.unwrap_or(0).max(0) as u64,
+                    );
+                    if engine_layer.as_deref() != Some(id) {
+                        engine_side.finish();
+                        engine_side.start(
+                            &format!("engine: layer {}", &id[..id.len().min(12)]),
+                            (total > 0).then_some(total),
+                        );
+                        engine_layer = Some(id.clone());
+                        engine_done = 0;
+                    }
+                    engine_side.advance(current.saturating_sub(engine_done));
+                    engine_done = current.max(engine_done);
+                }
+                if let Some(line) = info.stream.as_deref() {
+                    if line.contains("Loaded image") {
+                        answer.done = true;
+                    }
+                }
+                if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                    answer.refusal = Some(e);
+                }
+            }
+            Err(e) => {
+                answer.refusal = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    engine_side.finish();
+    answer
+}
+
+/// Reads an import's answer: the image it made (`{"status":"sha256:…"}`), or an error.
+async fn import_answer(
+    stream: impl futures_util::Stream<
+        Item = Result<bollard::models::CreateImageInfo, bollard::errors::Error>,
+    >,
+) -> Answer {
+    let mut stream = std::pin::pin!(stream);
+    let mut answer = Answer {
+        done: false,
+        image: None,
+        refusal: None,
+    };
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(id) = info.status.filter(|s| s.parse::<Digest>().is_ok()) {
+                    answer.done = true;
+                    answer.image = Some(id);
+                }
+            }
+            Err(e) => {
+                answer.refusal = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    answer
 }
 
 /// Tags every selected image where a tag is missing (the load itself applied the tags
