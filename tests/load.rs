@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use predicates::prelude::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::Path;
 
 fn load_json(engine: &TestEngine, bundle: &Path, extra: &[&str]) -> Value {
@@ -656,4 +656,69 @@ fn a_corrupt_layer_in_a_later_request_takes_out_what_earlier_requests_loaded() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+}
+
+/// SIGINT while a load goes in steps: what its finished steps put in (the imported base)
+/// is taken out again before the process exits; the step under way was never complete.
+#[test]
+fn an_interrupted_load_in_steps_takes_out_what_it_had_put_in() {
+    if skip(&[Need::OwnEngine]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = layer_tar(&[("base/data", &incompressible(300 << 10, 1))]);
+    let top = layer_tar(&[("top/data", &incompressible(160 << 20, 2))]);
+    let archive = dir.path().join("slow.tar");
+    write_image_archive(
+        &archive,
+        "slow:v1",
+        json!({"architecture": native_arch(), "os": "linux"}),
+        &[base, top],
+    );
+    let bundle = dir.path().join("slow.archpack");
+    archpack()
+        .args(["create", "-q", "--level", "1", "-o"])
+        .arg(&bundle)
+        .arg(format!("docker-archive:{}", archive.display()))
+        .assert()
+        .success();
+    let engine = TestEngine::start();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("archpack"))
+        .env("DOCKER_HOST", &engine.host)
+        .args(["load", "-q", "--allow-unsigned"])
+        .arg(&bundle)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The base is in (an image) while the top's 160 MiB still upload.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while String::from_utf8_lossy(&engine.docker(&["images", "-aq"]).stdout)
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the base never came in"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("were taken out again"), "{stderr}");
+    let left = engine.docker(&["images", "-aq"]);
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "left in the engine: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    // The re-run loads it whole.
+    let v = load_json(&engine, &bundle, &[]);
+    assert_eq!(v["engineRequests"], 2, "{v}");
+    assert!(engine.inspect("slow:v1", "{{.Id}}").is_some());
 }

@@ -579,8 +579,9 @@ fn print_json<T: serde::Serialize>(report: &T) {
 }
 
 /// SIGINT and SIGTERM end the process as the shell expects (exit 130 / 143), but first
-/// remove the temporary file of whatever output was being written: a create stopped at
-/// 2 a.m. must not leave gigabytes of hidden `.partial` on the stick.
+/// remove the temporary file of whatever output was being written (a create stopped at
+/// 2 a.m. must not leave gigabytes of hidden `.partial` on the stick), and the untagged
+/// images a load in steps had put in so far.
 fn remove_partials_on_interrupt() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
@@ -589,17 +590,23 @@ fn remove_partials_on_interrupt() {
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             let removed = archpack::fsutil::remove_partials();
+            let taken_out = archpack::deliver::engine::pipeline::take_out_interrupted();
             let name = if signal == SIGINT {
                 "SIGINT"
             } else {
                 "SIGTERM"
             };
             eprintln!(
-                "archpack: interrupted by {name}{}",
+                "archpack: interrupted by {name}{}{}",
                 if removed > 0 {
                     "; the unfinished output was removed, nothing was written in its place"
                 } else {
                     ""
+                },
+                if taken_out > 0 {
+                    format!("; the {taken_out} images the load had put in were taken out again")
+                } else {
+                    String::new()
                 }
             );
             std::process::exit(128 + signal);

@@ -141,8 +141,10 @@ pub fn load(req: &LoadRequest, progress: &dyn Progress) -> Result<LoadReport, Er
         };
         let done = deliver::send(&engine, &reader, &selected, &plan, extra, progress)?;
         sent = done.bytes;
-        deliver::tag_and_check(&engine, state.store, &selected)?;
-        deliver::remove_temporary(&engine, &done.temporary)?;
+        let tagged = deliver::tag_and_check(&engine, state.store, &selected)
+            .and_then(|()| deliver::remove_temporary(&engine, &done.temporary));
+        crate::deliver::engine::pipeline::load_ended();
+        tagged?;
     }
     let mut compose_file = None;
     let mut services = None;

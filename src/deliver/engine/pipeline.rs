@@ -20,12 +20,12 @@
 //! registration is the floor: it keeps ~1.4 cores busy (SHA-256 of every layer, tar-split,
 //! the untar), and an import of the base layer alone takes 1.2 s of it.
 
-use super::{request, take_out, Call, LoadError, LoadPlan, Sent, TEMPORARY_NOTE};
+use super::{remove_images, request, take_out, Call, LoadError, LoadPlan, Sent, TEMPORARY_NOTE};
 use crate::deliver::archive::{
     copy_in_blocks, fault_error, io_fault, layers_of, member, DockerArchive, NoExtraLayers, Skip,
 };
 use crate::digest::Digest;
-use crate::docker::Engine;
+use crate::docker::{Endpoint, Engine};
 use crate::platform::{Platform, Selected};
 use crate::progress::{Progress, Silent};
 use archpack_format::{chain_ids, exit, BundleReader};
@@ -186,6 +186,37 @@ pub const IN_FLIGHT: usize = 4;
 /// busy) and took 57–61 MiB at peak instead of 37–41.
 const DECODING: usize = 1;
 
+/// A pipelined load under way in this process: its engine, and the images its steps
+/// have put in so far (untagged until the load ends), for [`take_out_interrupted`].
+static UNDER_WAY: Mutex<Option<UnderWay>> = Mutex::new(None);
+
+struct UnderWay {
+    endpoint: Endpoint,
+    loaded: Vec<String>,
+}
+
+/// Takes out what a pipelined load cut short by a signal had put in: the images of its
+/// finished steps (a step the engine is registering at that moment may still leave an
+/// untagged one). Returns how many images it removed.
+pub fn take_out_interrupted() -> usize {
+    let Some(under_way) = lock(&UNDER_WAY).take() else {
+        return 0;
+    };
+    if under_way.loaded.is_empty() {
+        return 0;
+    }
+    let Ok(engine) = Engine::connect(&under_way.endpoint) else {
+        return 0;
+    };
+    let left = remove_images(&engine, under_way.loaded.iter().rev());
+    under_way.loaded.len() - left.len()
+}
+
+/// The load in this process has ended: its images are tagged, or were taken out.
+pub fn load_ended() {
+    *lock(&UNDER_WAY) = None;
+}
+
 /// Sends the steps of a pipelined load; on failure, takes out what earlier steps loaded.
 pub(super) fn send(
     engine: &Engine,
@@ -284,6 +315,10 @@ impl<'a> Pipeline<'a> {
     }
 
     fn run(self, progress: &dyn Progress) -> Result<Sent, LoadError> {
+        *lock(&UNDER_WAY) = Some(UnderWay {
+            endpoint: self.engine.endpoint.clone(),
+            loaded: Vec::new(),
+        });
         let total: u64 = self.steps.iter().map(|s| s.bytes).sum();
         progress.start(
             &format!("sending ({} requests, overlapping)", self.steps.len()),
@@ -316,7 +351,9 @@ impl<'a> Pipeline<'a> {
             .or((!errors.is_empty()).then_some(0));
         if let Some(at) = reason {
             let loaded = lock(&self.loaded).clone();
-            return Err(take_out(self.engine, &loaded, errors.swap_remove(at).error));
+            let error = take_out(self.engine, &loaded, errors.swap_remove(at).error);
+            load_ended();
+            return Err(error);
         }
         Ok(Sent {
             bytes: *lock(&self.sent),
@@ -368,6 +405,17 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Records an image a step put in: the bundle's own, or a `temporary` one.
+    fn put_in(&self, image: &str, temporary: bool) {
+        lock(&self.loaded).push(image.to_string());
+        if temporary {
+            lock(&self.temporary).push(image.to_string());
+        }
+        if let Some(under_way) = lock(&UNDER_WAY).as_mut() {
+            under_way.loaded.push(image.to_string());
+        }
+    }
+
     /// A decompression permit, once one is free; given back when dropped.
     fn decoder(&self) -> Decoder<'_> {
         let mut free = lock(&self.decoders);
@@ -414,8 +462,7 @@ impl<'a> Pipeline<'a> {
                 })?;
                 *lock(&self.sent) += done.bytes;
                 let image = done.image.ok_or(LoadError::NothingLoaded)?;
-                lock(&self.loaded).push(image.clone());
-                lock(&self.temporary).push(image.clone());
+                self.put_in(&image, true);
                 // An import checks no diff_id, but the engine computed it: the layer
                 // must be the one the index names, as a load would insist.
                 let found = self
@@ -476,11 +523,11 @@ impl<'a> Pipeline<'a> {
                     written.map(|stats| stats.bytes_written)
                 })?;
                 *lock(&self.sent) += done.bytes;
-                let mut loaded = lock(&self.loaded);
-                loaded.extend(finishes.iter().map(|f| f.entry.config.to_string()));
+                for f in &finishes {
+                    self.put_in(&f.entry.config.to_string(), false);
+                }
                 if let Some(id) = stand_in {
-                    loaded.push(id.clone());
-                    lock(&self.temporary).push(id);
+                    self.put_in(&id, true);
                 }
             }
         }
