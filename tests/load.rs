@@ -722,3 +722,60 @@ fn an_interrupted_load_in_steps_takes_out_what_it_had_put_in() {
     assert_eq!(v["engineRequests"], 2, "{v}");
     assert!(engine.inspect("slow:v1", "{{.Id}}").is_some());
 }
+
+/// An image whose layers the engine all has (the same layers, another config) goes as a
+/// config alone, also when other images of the load go in steps beside it.
+#[test]
+fn an_image_whose_layers_are_all_in_sends_only_its_config() {
+    if skip(&[Need::OwnEngine]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = layer_tar(&[("base/data", &incompressible(4 << 20, 11))]);
+    let top = layer_tar(&[("top/data", &incompressible(4 << 20, 12))]);
+    let other = layer_tar(&[("other/data", &incompressible(1 << 20, 13))]);
+    let image = |name: &str, cmd: &str, layers: &[Vec<u8>]| {
+        let archive = dir.path().join(format!("{name}.tar"));
+        write_image_archive(
+            &archive,
+            &format!("{name}:v1"),
+            json!({"architecture": native_arch(), "os": "linux", "config": {"Cmd": [cmd]}}),
+            layers,
+        );
+        format!("docker-archive:{}", archive.display())
+    };
+    let one = image("one", "/bin/sh", &[base.clone(), top.clone()]);
+    let two = image("two", "/bin/true", &[base.clone(), top]);
+    let three = image("three", "/bin/sh", &[base, other.clone()]);
+    let bundle = |name: &str, sources: &[&String]| {
+        let path = dir.path().join(name);
+        archpack()
+            .args(["create", "-q", "--level", "1", "-o"])
+            .arg(&path)
+            .args(sources)
+            .assert()
+            .success();
+        path
+    };
+    let first = bundle("first.archpack", &[&one]);
+    let second = bundle("second.archpack", &[&one, &two, &three]);
+    let engine = TestEngine::start();
+    load_json(&engine, &first, &[]);
+    let v = load_json(&engine, &second, &[]);
+    assert_eq!(v["engineRequests"], 2, "{v}");
+    assert_eq!(v["layersToSend"], 1, "{v}");
+    // The other layer and two small configs: not the 8 MiB two shares with one.
+    let sent = v["archiveBytesSent"].as_u64().unwrap();
+    assert!(
+        sent < other.len() as u64 + (64 << 10),
+        "{sent} bytes sent: {v}"
+    );
+    let ids = image_ids(&second);
+    for name in ["one:v1", "two:v1", "three:v1"] {
+        assert_eq!(
+            engine.inspect(name, "{{.Id}}"),
+            Some(id_for(&ids, name, native_arch())),
+            "{name}"
+        );
+    }
+}

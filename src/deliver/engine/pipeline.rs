@@ -488,10 +488,12 @@ impl<'a> Pipeline<'a> {
                     .map(|&i| self.selected[i].clone())
                     .collect();
                 let diffs: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
-                let below: HashSet<Digest> =
-                    chain_ids(&diffs[..step.layers.start]).into_iter().collect();
+                // Only the step's own layers travel: those below are in (or come in by
+                // the steps it waits for); an image whose layers are all in sends none.
+                let mut chains = chain_ids(&diffs);
+                chains.drain(step.layers.clone());
                 let skip = Skip {
-                    chains: below,
+                    chains: chains.into_iter().collect(),
                     ..self.skip.clone()
                 };
                 let mut archive = DockerArchive::of(self.reader, &finishes, &skip)?;
@@ -513,7 +515,7 @@ impl<'a> Pipeline<'a> {
                     };
                     // Decompress with a permit, given back before waiting: the tail
                     // goes once the step below is in.
-                    let mut decoder = Some(self.decoder());
+                    let mut decoder = (!step.layers.is_empty()).then(|| self.decoder());
                     let written = archive.write(&NoExtraLayers, &mut *out, 0, sending, &mut || {
                         decoder.take();
                         let below = step.after.map_or(Ok(()), |after| self.wait_for(after));
