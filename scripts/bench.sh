@@ -167,29 +167,31 @@ for rep in $(seq 1 "$reps"); do
   export DOCKER_HOST=$build_host
   sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
 
+  # Every timed create starts after a sync: the writeback of what the one before wrote
+  # (the seeds' 513 MB, the raw archive) would otherwise land on whichever runs next.
   # Seeds: docker save | gzip per image and architecture.
-  t=$(now); for img in $images; do docker save "$img" | gzip >"$work/seeds/${img//[:\/]/_}.tar.gz"; done
+  sync; t=$(now); for img in $images; do docker save "$img" | gzip >"$work/seeds/${img//[:\/]/_}.tar.gz"; done
   record seeds_create "$(since "$t")"
   record seeds_bytes "$(cat "$work"/seeds/*.tar.gz | wc -c)"
   # Savvy: one save per architecture, pigz or zstd -T0.
   for arch in amd64 arm64; do
     list=$(for svc in $services; do echo "$svc:v1-$arch"; done)
-    t=$(now); docker save $list | pigz >"$work/savvy/$arch.tar.gz"; record pigz_create_$arch "$(since "$t")"
-    t=$(now); docker save $list | zstd -q -T0 -3 >"$work/savvy/$arch.tar.zst"; record zstd_create_$arch "$(since "$t")"
+    sync; t=$(now); docker save $list | pigz >"$work/savvy/$arch.tar.gz"; record pigz_create_$arch "$(since "$t")"
+    sync; t=$(now); docker save $list | zstd -q -T0 -3 >"$work/savvy/$arch.tar.zst"; record zstd_create_$arch "$(since "$t")"
   done
   record pigz_bytes "$(cat "$work"/savvy/*.tar.gz | wc -c)"
   record zstd_bytes "$(cat "$work"/savvy/*.tar.zst | wc -c)"
   # Limit: reading the images out of the engine at all.
-  t=$(now); docker save $images >/dev/null; record save_null "$(since "$t")"
+  sync; t=$(now); docker save $images >/dev/null; record save_null "$(since "$t")"
   docker save $host_images >"$work/raw-host.tar"
   # archpack create, from the engine.
   rm -f "$work/ap/app.archpack"
-  t=$(now); rss=$(rss_of "$archpack" create -q --sign "$work/ap/bench.key" -o "$work/ap/app.archpack" $images); record ap_create "$(since "$t")"
+  sync; t=$(now); rss=$(rss_of "$archpack" create -q --sign "$work/ap/bench.key" -o "$work/ap/app.archpack" $images); record ap_create "$(since "$t")"
   record ap_create_rss "$rss"
   record ap_bytes "$(stat -c %s "$work/ap/app.archpack")"
   # The same with what the platforms' layers share stored once (format 2.2).
   rm -f "$work/ap/parts.archpack"
-  t=$(now); rss=$(rss_of "$archpack" create -q --share-parts --sign "$work/ap/bench.key" -o "$work/ap/parts.archpack" $images); record parts_create "$(since "$t")"
+  sync; t=$(now); rss=$(rss_of "$archpack" create -q --share-parts --sign "$work/ap/bench.key" -o "$work/ap/parts.archpack" $images); record parts_create "$(since "$t")"
   record parts_create_rss "$rss"
   record parts_bytes "$(stat -c %s "$work/ap/parts.archpack")"
 
