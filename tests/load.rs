@@ -323,8 +323,7 @@ fn a_corrupt_layer_of_the_chosen_platform_is_refused_and_nothing_is_tagged() {
         .stderr(predicate::str::contains(name.as_str()))
         .stderr(predicate::str::contains("nothing was loaded"));
     assert!(engine.tags().is_empty(), "tagged: {:?}", engine.tags());
-    let out = engine.docker(&["images", "-aq"]);
-    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    assert!(engine.images().is_empty(), "left: {:?}", engine.images());
 }
 
 #[test]
@@ -561,11 +560,7 @@ fn a_bundle_with_a_bad_name_is_refused_before_anything_is_sent() {
             stderr.contains("not a valid image reference"),
             "{bad}: {stderr}"
         );
-        let images = engine.docker(&["images", "-aq"]);
-        assert!(
-            String::from_utf8_lossy(&images.stdout).trim().is_empty(),
-            "{bad}: something was loaded"
-        );
+        assert!(engine.images().is_empty(), "{bad}: something was loaded");
     }
 }
 
@@ -649,12 +644,7 @@ fn a_corrupt_layer_in_a_later_request_takes_out_what_earlier_requests_loaded() {
             .stderr(predicate::str::contains("nothing was loaded"))
             .stderr(predicate::str::contains("another of its requests failed").not());
         assert!(engine.tags().is_empty(), "tagged: {:?}", engine.tags());
-        let out = engine.docker(&["images", "-aq"]);
-        assert!(
-            String::from_utf8_lossy(&out.stdout).trim().is_empty(),
-            "left in the engine: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(engine.images().is_empty(), "left: {:?}", engine.images());
     }
 }
 
@@ -692,10 +682,7 @@ fn an_interrupted_load_in_steps_takes_out_what_it_had_put_in() {
         .unwrap();
     // The base is in (an image) while the top's 160 MiB still upload.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while String::from_utf8_lossy(&engine.docker(&["images", "-aq"]).stdout)
-        .trim()
-        .is_empty()
-    {
+    while engine.images().is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "the base never came in"
@@ -711,12 +698,7 @@ fn an_interrupted_load_in_steps_takes_out_what_it_had_put_in() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("were taken out again"), "{stderr}");
-    let left = engine.docker(&["images", "-aq"]);
-    assert!(
-        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
-        "left in the engine: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    assert!(engine.images().is_empty(), "left: {:?}", engine.images());
     // The re-run loads it whole.
     let v = load_json(&engine, &bundle, &[]);
     assert_eq!(v["engineRequests"], 2, "{v}");

@@ -404,8 +404,7 @@ fn a_missing_or_damaged_volume_is_named_and_nothing_is_loaded() {
         .code(3)
         .stderr(predicate::str::contains(victim.display().to_string()));
     assert!(engine.tags().is_empty(), "tagged: {:?}", engine.tags());
-    let out = engine.docker(&["images", "-aq"]);
-    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    assert!(engine.images().is_empty(), "left: {:?}", engine.images());
     // The other platform's volumes are never needed: the arm64 dry run there passes.
     let other = if native_arch() == "amd64" {
         "linux/arm64"

@@ -432,6 +432,16 @@ impl TestEngine {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Every image in the engine (`docker images -aq`), tagged or not.
+    pub fn images(&self) -> Vec<String> {
+        let out = self.docker(&["images", "-aq"]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
     /// Every tag in the engine.
     pub fn tags(&self) -> Vec<String> {
         let out = self.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);

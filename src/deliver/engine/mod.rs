@@ -657,6 +657,7 @@ fn request(
 }
 
 /// What the engine answered.
+#[derive(Default)]
 struct Answer {
     /// It said it loaded (or imported) an image.
     done: bool,
@@ -672,11 +673,7 @@ async fn load_answer(
     engine_side: &dyn Progress,
 ) -> Answer {
     let mut stream = std::pin::pin!(stream);
-    let mut answer = Answer {
-        done: false,
-        image: None,
-        refusal: None,
-    };
+    let mut answer = Answer::default();
     let mut engine_layer: Option<String> = None;
     let mut engine_done = 0u64;
     while let Some(item) = stream.next().await {
@@ -725,11 +722,7 @@ async fn import_answer(
     >,
 ) -> Answer {
     let mut stream = std::pin::pin!(stream);
-    let mut answer = Answer {
-        done: false,
-        image: None,
-        refusal: None,
-    };
+    let mut answer = Answer::default();
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
