@@ -394,13 +394,7 @@ fn an_engine_killed_mid_load_fails_clearly_and_a_rerun_completes() {
         .assert()
         .success();
 
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("archpack"))
-        .env("DOCKER_HOST", &engine.host)
-        .args(["load", "-q", "--allow-unsigned"])
-        .arg(&bundle)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = engine.spawn_load(&bundle);
     std::thread::sleep(std::time::Duration::from_millis(600));
     let pid = std::fs::read_to_string(engine.dir.path().join("dockerd.pid")).unwrap();
     let killed = std::process::Command::new("kill")

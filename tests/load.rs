@@ -658,28 +658,16 @@ fn an_interrupted_load_in_steps_takes_out_what_it_had_put_in() {
     let dir = tempfile::tempdir().unwrap();
     let base = layer_tar(&[("base/data", &incompressible(300 << 10, 1))]);
     let top = layer_tar(&[("top/data", &incompressible(160 << 20, 2))]);
-    let archive = dir.path().join("slow.tar");
-    write_image_archive(
-        &archive,
-        "slow:v1",
+    let source = image_source(
+        dir.path(),
+        "slow",
         json!({"architecture": native_arch(), "os": "linux"}),
         &[base, top],
     );
     let bundle = dir.path().join("slow.archpack");
-    archpack()
-        .args(["create", "-q", "--level", "1", "-o"])
-        .arg(&bundle)
-        .arg(format!("docker-archive:{}", archive.display()))
-        .assert()
-        .success();
+    create_bundle(&bundle, &[&source]);
     let engine = TestEngine::start();
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("archpack"))
-        .env("DOCKER_HOST", &engine.host)
-        .args(["load", "-q", "--allow-unsigned"])
-        .arg(&bundle)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = engine.spawn_load(&bundle);
     // The base is in (an image) while the top's 160 MiB still upload.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while engine.images().is_empty() {
@@ -717,26 +705,16 @@ fn an_image_whose_layers_are_all_in_sends_only_its_config() {
     let top = layer_tar(&[("top/data", &incompressible(4 << 20, 12))]);
     let other = layer_tar(&[("other/data", &incompressible(1 << 20, 13))]);
     let image = |name: &str, cmd: &str, layers: &[Vec<u8>]| {
-        let archive = dir.path().join(format!("{name}.tar"));
-        write_image_archive(
-            &archive,
-            &format!("{name}:v1"),
-            json!({"architecture": native_arch(), "os": "linux", "config": {"Cmd": [cmd]}}),
-            layers,
-        );
-        format!("docker-archive:{}", archive.display())
+        let config =
+            json!({"architecture": native_arch(), "os": "linux", "config": {"Cmd": [cmd]}});
+        image_source(dir.path(), name, config, layers)
     };
     let one = image("one", "/bin/sh", &[base.clone(), top.clone()]);
     let two = image("two", "/bin/true", &[base.clone(), top]);
     let three = image("three", "/bin/sh", &[base, other.clone()]);
-    let bundle = |name: &str, sources: &[&String]| {
+    let bundle = |name: &str, sources: &[&str]| {
         let path = dir.path().join(name);
-        archpack()
-            .args(["create", "-q", "--level", "1", "-o"])
-            .arg(&path)
-            .args(sources)
-            .assert()
-            .success();
+        create_bundle(&path, sources);
         path
     };
     let first = bundle("first.archpack", &[&one]);

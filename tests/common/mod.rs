@@ -432,6 +432,17 @@ impl TestEngine {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// `archpack load -q --allow-unsigned BUNDLE` into this engine, running (stderr piped).
+    pub fn spawn_load(&self, bundle: &Path) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("archpack"))
+            .env("DOCKER_HOST", &self.host)
+            .args(["load", "-q", "--allow-unsigned"])
+            .arg(bundle)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Every image in the engine (`docker images -aq`), tagged or not.
     pub fn images(&self) -> Vec<String> {
         let out = self.docker(&["images", "-aq"]);
@@ -690,23 +701,35 @@ pub fn diverging_bundle(dir: &Path) -> (PathBuf, Vec<String>) {
             &incompressible(kib << 10, seed),
         )]);
         tops.push(format!("sha256:{}", sha256_hex(&top)));
-        let archive = dir.join(format!("{name}.tar"));
-        write_image_archive(
-            &archive,
-            &format!("{name}:v1"),
+        sources.push(image_source(
+            dir,
+            name,
             json!({"architecture": native_arch(), "os": "linux", "config": {"Cmd": ["/bin/sh"]}}),
             &[base.clone(), top],
-        );
-        sources.push(format!("docker-archive:{}", archive.display()));
+        ));
     }
     let bundle = dir.join("diverging.archpack");
+    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+    create_bundle(&bundle, &sources);
+    (bundle, tops)
+}
+
+/// `NAME.tar` in `dir`: a docker-archive of `NAME:v1` (`config` over `layers`, as
+/// [`write_image_archive`] writes it), as a `create` source.
+pub fn image_source(dir: &Path, name: &str, config: Value, layers: &[Vec<u8>]) -> String {
+    let archive = dir.join(format!("{name}.tar"));
+    write_image_archive(&archive, &format!("{name}:v1"), config, layers);
+    format!("docker-archive:{}", archive.display())
+}
+
+/// `create -q --level 1` of `sources` to `path` (fast: test layers are noise).
+pub fn create_bundle(path: &Path, sources: &[&str]) {
     archpack()
         .args(["create", "-q", "--level", "1", "-o"])
-        .arg(&bundle)
-        .args(&sources)
+        .arg(path)
+        .args(sources)
         .assert()
         .success();
-    (bundle, tops)
 }
 
 /// A docker-archive of one image from its layers and a config document (its
