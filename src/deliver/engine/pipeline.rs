@@ -59,7 +59,7 @@ pub struct Step {
     /// layers the engine all has but which it lacks (the same layers, another config).
     pub layers: Range<usize>,
     /// Images whose last layer is the step's top: loaded with their own configs here.
-    /// None: the step is loaded with a stand-in config (or imported).
+    /// Empty: the step is loaded with a stand-in config (or imported).
     pub finishes: Vec<usize>,
     /// The step that registers the layer below this step's first, when the engine lacks
     /// it: this step's tail waits for it.
